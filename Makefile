@@ -1,0 +1,48 @@
+# llmq — `make run` starts a private farm and streams a sample job; `make test` runs every test.
+SWIFT ?= swift
+DEBS := redis-server libhiredis-dev libcurl4-openssl-dev pkg-config python3 python3-jsonschema python3-yaml
+BENCH_DEBS := nginx-light gcc python3-venv
+LLMQ := .build/debug/llmq
+SHARED ?= ../shared
+
+.PHONY: all deps bench-deps build release run test bench chaos clean
+
+all: deps build
+
+# Installs the Debian packages llmq needs, when any is missing (as root, or through sudo).
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps:
+	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: build
+	$(LLMQ) dev
+
+test: build
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: release bench-deps
+	Ops/bench/run.sh $(SHARED)/bench
+
+chaos: build
+	LLMQ_CHAOS_SIZE=full $(SWIFT) test --filter Chaos
+
+clean:
+	rm -rf .build

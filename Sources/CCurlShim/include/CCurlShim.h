@@ -1,0 +1,18 @@
+#ifndef LLMQ_CCURLSHIM_H
+#define LLMQ_CCURLSHIM_H
+#include <curl/curl.h>
+#include <sys/types.h>
+
+/* Typed, non-variadic wrappers for the variadic libcurl calls Swift cannot make. */
+CURLcode llmq_easy_setopt_long(CURL *h, CURLoption o, long v);
+CURLcode llmq_easy_setopt_ptr(CURL *h, CURLoption o, const void *v);
+CURLcode llmq_easy_setopt_off(CURL *h, CURLoption o, curl_off_t v);
+typedef size_t (*llmq_data_cb)(char *ptr, size_t size, size_t nmemb, void *userdata);
+typedef int (*llmq_xferinfo_cb)(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
+CURLcode llmq_easy_setopt_write(CURL *h, llmq_data_cb cb);
+CURLcode llmq_easy_setopt_header(CURL *h, llmq_data_cb cb);
+CURLcode llmq_easy_setopt_xferinfo(CURL *h, llmq_xferinfo_cb cb);
+CURLcode llmq_easy_getinfo_long(CURL *h, CURLINFO i, long *out);
+CURLcode llmq_easy_getinfo_ptr(CURL *h, CURLINFO i, void **out);
+CURLMcode llmq_multi_setopt_long(CURLM *m, CURLMoption o, long v);
+#endif

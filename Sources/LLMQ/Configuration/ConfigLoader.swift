@@ -1,0 +1,96 @@
+import Foundation
+import Yams
+
+/// Reads a `FarmConfig` from a YAML (or JSON) file, then the environment
+/// (`LLMQ_REDIS_URL`, `LLMQ_PREFIX`, `LLMQ_WORKERS`, `LLMQ_LOG_LEVEL`,
+/// `LLMQ_LOG_FORMAT`, `LLMQ_DRAIN_TIMEOUT_S`), and validates the result.
+public enum ConfigLoader {
+    public static func load(path: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws(LLMQError) -> FarmConfig {
+        var config = FarmConfig()
+        if let path {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw .configuration("cannot read the configuration file \(path); check the path given to --config")
+            }
+            do {
+                let text = String(decoding: data, as: UTF8.self)
+                if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                    config = FarmConfig()
+                } else {
+                    config = try YAMLDecoder().decode(FarmConfig.self, from: text)
+                }
+            } catch let e as DecodingError {
+                throw .configuration("\(path): \(describe(e))")
+            } catch {
+                throw .configuration("\(path): not valid YAML: \(error)")
+            }
+        }
+        try applyEnvironment(&config, environment)
+        try validate(config, source: path ?? "the defaults")
+        return config
+    }
+
+    static func applyEnvironment(_ c: inout FarmConfig, _ env: [String: String]) throws(LLMQError) {
+        if let v = env["LLMQ_REDIS_URL"], !v.isEmpty { c.redis = v }
+        if let v = env["LLMQ_PREFIX"], !v.isEmpty { c.prefix = v }
+        if let v = env["LLMQ_LOG_LEVEL"], !v.isEmpty { c.logLevel = v }
+        if let v = env["LLMQ_LOG_FORMAT"], !v.isEmpty { c.logFormat = v }
+        if let v = env["LLMQ_WORKERS"], !v.isEmpty {
+            guard let n = Int(v) else { throw .configuration("LLMQ_WORKERS=\(v) is not a whole number") }
+            c.workers = n
+        }
+        if let v = env["LLMQ_DRAIN_TIMEOUT_S"], !v.isEmpty {
+            guard let n = Double(v) else { throw .configuration("LLMQ_DRAIN_TIMEOUT_S=\(v) is not a number") }
+            c.drainTimeoutS = n
+        }
+    }
+
+    public static func validate(_ c: FarmConfig, source: String) throws(LLMQError) {
+        func bad(_ key: String, _ why: String) -> LLMQError { .configuration("\(source): \(key) \(why)") }
+        _ = try RedisURL(c.redis)
+        guard c.workers >= 1 && c.workers <= 256 else { throw bad("workers", "must be from 1 to 256, got \(c.workers)") }
+        guard c.drainTimeoutS >= 0 else { throw bad("drain_timeout_s", "must be 0 or more") }
+        guard !c.prefix.isEmpty, !c.prefix.contains(where: { $0 == "{" || $0 == "}" || $0 == " " }) else {
+            throw bad("prefix", "must be non-empty without braces or spaces, got \"\(c.prefix)\"")
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(c.logLevel) else {
+            throw bad("log_level", "must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard ["text", "json"].contains(c.logFormat) else { throw bad("log_format", "must be text or json") }
+        guard !c.modes.isEmpty else { throw bad("modes", "must name at least one mode") }
+        for (mode, m) in c.modes {
+            guard Job.isValidID(mode) else { throw bad("modes.\(mode)", "is not a valid mode name (A-Z a-z 0-9 . _ : -)") }
+            guard m.concurrency >= 1 && m.concurrency <= 10000 else {
+                throw bad("modes.\(mode).concurrency", "must be from 1 to 10000, got \(m.concurrency)")
+            }
+        }
+        for (name, p) in c.providers {
+            guard !name.contains("/") else { throw bad("providers.\(name)", "must not contain a slash") }
+            guard ProviderKind(rawValue: p.kind) != nil else {
+                throw bad("providers.\(name).kind", "\"\(p.kind)\" is not one of \(ProviderKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            if let u = p.baseURL, !(u.hasPrefix("http://") || u.hasPrefix("https://")) {
+                throw bad("providers.\(name).base_url", "must start with http:// or https://, got \(u)")
+            }
+            guard p.timeoutS > 0, p.idleTimeoutS > 0 else { throw bad("providers.\(name)", "timeouts must be greater than 0") }
+        }
+        for (route, targets) in c.routes {
+            guard !targets.isEmpty else { throw bad("routes.\(route)", "must list at least one PROVIDER/MODEL") }
+            for t in targets {
+                guard let slash = t.firstIndex(of: "/"), c.providers[String(t[..<slash])] != nil else {
+                    throw bad("routes.\(route)", "target \"\(t)\" must be PROVIDER/MODEL with a provider defined under providers")
+                }
+            }
+        }
+    }
+
+    private static func describe(_ e: DecodingError) -> String {
+        func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+        switch e {
+        case .keyNotFound(let k, let ctx): return "\(path(ctx.codingPath + [k])) is missing"
+        case .typeMismatch(let t, let ctx): return "\(path(ctx.codingPath)) must be \(t)"
+        case .valueNotFound(let t, let ctx): return "\(path(ctx.codingPath)) must be \(t)"
+        case .dataCorrupted(let ctx): return "\(path(ctx.codingPath)): \(ctx.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+}

@@ -1,0 +1,25 @@
+/// Redis key names of the wire protocol (PROTOCOL.md), under a configurable prefix.
+///
+/// Queue keys carry the hash tag `{MODE}` and request keys `{ID}`, so every
+/// multi-key command touches one cluster slot.
+public struct Keys: Sendable, Hashable {
+    public let prefix: String
+
+    public init(prefix: String = "llmq") {
+        self.prefix = prefix
+    }
+
+    public func queue(_ mode: String) -> String { "\(prefix):{\(mode)}:queue" }
+    public func inflight(_ mode: String, worker: String) -> String { "\(prefix):{\(mode)}:inflight:\(worker)" }
+    public func inflightPattern(_ mode: String) -> String { "\(prefix):{\(mode)}:inflight:*" }
+    public func dead(_ mode: String) -> String { "\(prefix):{\(mode)}:dead" }
+    public func tokens(_ id: String) -> String { "\(prefix):{\(id)}:tokens" }
+    public func log(_ id: String) -> String { "\(prefix):{\(id)}:log" }
+    public func result(_ id: String) -> String { "\(prefix):{\(id)}:result" }
+    public func cancel(_ id: String) -> String { "\(prefix):{\(id)}:cancel" }
+    public var cancelChannel: String { "\(prefix):cancel" }
+    public var workers: String { "\(prefix):workers" }
+    public func worker(_ id: String) -> String { "\(prefix):worker:\(id)" }
+    public func control(_ worker: String) -> String { "\(prefix):control:\(worker)" }
+    public func cooldown(_ provider: String) -> String { "\(prefix):cooldown:\(provider)" }
+}

@@ -1,0 +1,210 @@
+import Foundation
+
+/// OpenAI's API and every server that speaks it: `/chat/completions` and
+/// `/completions` streamed as SSE with usage, `/embeddings` as one JSON answer.
+public struct OpenAIProvider: Provider {
+    public let name: String
+    public let config: ProviderConfig
+    let baseURL: String
+    let apiKey: String?
+
+    public static let defaultBaseURL = "https://api.openai.com/v1"
+    public static let defaultSimURL = "http://127.0.0.1:8089/v1"
+
+    public init(name: String, config: ProviderConfig, apiKey: String?) {
+        self.name = name
+        self.config = config
+        self.apiKey = apiKey
+        let fallback = config.kind == ProviderKind.sim.rawValue ? Self.defaultSimURL : Self.defaultBaseURL
+        var base = config.baseURL ?? fallback
+        while base.hasSuffix("/") { base.removeLast() }
+        baseURL = base
+    }
+
+    public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
+        var body: [String: JSONValue] = ["model": .string(model)]
+        let path: String
+        switch job.mode {
+        case "embed":
+            path = "/embeddings"
+            body["input"] = .array(job.input.map { .string($0) })
+        case "complete":
+            path = "/completions"
+            body["prompt"] = .string(job.prompt ?? "")
+            body["stream"] = true
+            body["stream_options"] = ["include_usage": true]
+        default:
+            path = "/chat/completions"
+            body["messages"] = .array(job.messages)
+            body["stream"] = true
+            body["stream_options"] = ["include_usage": true]
+        }
+        let p = job.params
+        if job.mode != "embed" {
+            if let v = p.maxTokens { body["max_tokens"] = .int(v) }
+            if let v = p.temperature { body["temperature"] = .double(v) }
+            if let v = p.topP { body["top_p"] = .double(v) }
+            if let v = p.stop { body["stop"] = .array(v.map { .string($0) }) }
+            if let v = p.seed { body["seed"] = .int(v) }
+            if let v = p.responseFormat { body["response_format"] = v }
+            if let v = p.tools {
+                guard job.mode == "chat" else { throw LLMQError(.badRequest, "params.tools needs a chat job") }
+                body["tools"] = v
+            }
+            if let v = p.toolChoice { body["tool_choice"] = v }
+        }
+        for (k, v) in p.extra { body[k] = v }
+        var headers = ["Content-Type: application/json", "Accept: \(job.mode == "embed" ? "application/json" : "text/event-stream")"]
+        if let apiKey, !apiKey.isEmpty { headers.append("Authorization: Bearer \(apiKey)") }
+        for (k, v) in config.headers.sorted(by: { $0.key < $1.key }) { headers.append("\(k): \(v)") }
+        if let tp = job.traceparent { headers.append("traceparent: \(tp)") }
+        return HTTPRequest(
+            url: baseURL + path, headers: headers, body: JSONValue.object(body).jsonBytes,
+            timeout: min(timeout ?? config.timeoutS, config.timeoutS), idleTimeout: config.idleTimeoutS,
+            connectTimeout: config.connectTimeoutS)
+    }
+
+    public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
+        job.mode == "embed" ? OpenAIEmbeddingDecoder(writer: writer, provider: name) : OpenAIStreamDecoder(writer: writer, provider: name)
+    }
+
+    public func error(for result: HTTPResult) -> LLMQError {
+        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS)
+    }
+}
+
+/// Decodes OpenAI `chat.completion.chunk` / `text_completion` SSE streams.
+///
+/// Thread rules: engine thread only (see `EventWriter`).
+public final class OpenAIStreamDecoder: ResponseDecoder {
+    let writer: EventWriter
+    let provider: String
+    var sse = SSEParser()
+    public private(set) var finishReason: String?
+    public private(set) var usage = Usage()
+    public private(set) var failure: LLMQError?
+    public private(set) var complete = false
+
+    public init(writer: EventWriter, provider: String) {
+        self.writer = writer
+        self.provider = provider
+    }
+
+    public func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        sse.feed(bytes) { _, data in self.event(data) }
+    }
+
+    public func finish() {
+        _ = sse.finish { _, data in self.event(data) }
+        if !complete && failure == nil {
+            if finishReason != nil { complete = true } else {
+                failure = LLMQError(.upstreamError, "\(provider) closed the stream before it finished", retryable: true)
+            }
+        }
+    }
+
+    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+        if data.count == 6 && data.elementsEqual("[DONE]".utf8) {
+            complete = true
+            return true
+        }
+        let s = JSONScanner(data)
+        guard let top = s.validate(), s.isObject(top) else {
+            failure = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
+            return false
+        }
+        var choices: Range<Int>?
+        var usageRange: Range<Int>?
+        var errorRange: Range<Int>?
+        s.forEachMember(top) { k, v in
+            if s.equals(k, "choices") { choices = v } else if s.equals(k, "usage") { usageRange = v } else if s.equals(k, "error") { errorRange = v }
+        }
+        if let errorRange {
+            let message = s.isObject(errorRange) ? s.member(errorRange, "message").flatMap(s.string) : s.string(errorRange)
+            failure = LLMQError(.upstreamError, "\(provider) reported an error mid-stream: \(message ?? "no message")", retryable: true)
+            return false
+        }
+        if let choices, s.isArray(choices) {
+            s.forEachElement(choices) { _, choice in
+                guard s.isObject(choice) else { return }
+                s.forEachMember(choice) { k, v in
+                    if s.equals(k, "delta") && s.isObject(v) {
+                        self.delta(s, v)
+                    } else if s.equals(k, "text") {
+                        if let t = s.stringBody(v) { writer.chunk(escaped: t) }
+                    } else if s.equals(k, "finish_reason") && !s.isNull(v) {
+                        finishReason = s.string(v)
+                    }
+                }
+            }
+        }
+        if let usageRange, s.isObject(usageRange) {
+            if let p = s.member(usageRange, "prompt_tokens").flatMap(s.int) { usage.promptTokens = p }
+            if let c = s.member(usageRange, "completion_tokens").flatMap(s.int) { usage.completionTokens = c }
+        }
+        return true
+    }
+
+    private func delta(_ s: JSONScanner, _ d: Range<Int>) {
+        s.forEachMember(d) { k, v in
+            if s.equals(k, "content") {
+                if let t = s.stringBody(v) { writer.chunk(escaped: t) }
+            } else if s.equals(k, "tool_calls") && s.isArray(v) {
+                s.forEachElement(v) { _, call in
+                    guard s.isObject(call) else { return }
+                    let index = s.member(call, "index").flatMap(s.int) ?? 0
+                    let id = s.member(call, "id").flatMap(s.string)
+                    var name: String?
+                    var args = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
+                    if let f = s.member(call, "function"), s.isObject(f) {
+                        name = s.member(f, "name").flatMap(s.string)
+                        if let a = s.member(f, "arguments").flatMap(s.stringBody) { args = a }
+                    }
+                    writer.toolCall(index: index, callID: id, name: name, argumentsEscaped: args)
+                }
+            }
+        }
+    }
+}
+
+/// Decodes OpenAI's `/embeddings` answer into one `embedding` event per input.
+public final class OpenAIEmbeddingDecoder: ResponseDecoder {
+    let writer: EventWriter
+    let provider: String
+    var body: [UInt8] = []
+    public private(set) var finishReason: String?
+    public private(set) var usage = Usage()
+    public private(set) var failure: LLMQError?
+    public private(set) var complete = false
+
+    public init(writer: EventWriter, provider: String) {
+        self.writer = writer
+        self.provider = provider
+    }
+
+    public func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        body.append(contentsOf: bytes)
+        return body.count < 256 << 20
+    }
+
+    public func finish() {
+        body.withUnsafeBufferPointer { b in
+            let s = JSONScanner(b)
+            guard let top = s.validate(), s.isObject(top), let data = s.member(top, "data"), s.isArray(data) else {
+                failure = LLMQError(.upstreamError, "\(provider) sent an embeddings answer without a data list", retryable: true)
+                return
+            }
+            s.forEachElement(data) { n, item in
+                guard let vec = s.member(item, "embedding"), s.isArray(vec) else { return }
+                let index = s.member(item, "index").flatMap(s.int) ?? n
+                writer.embedding(index: index, vectorJSON: s.raw(vec))
+            }
+            if let u = s.member(top, "usage"), s.isObject(u) {
+                usage.promptTokens = s.member(u, "prompt_tokens").flatMap(s.int)
+                usage.completionTokens = 0
+            }
+        }
+        finishReason = "stop"
+        complete = failure == nil
+    }
+}

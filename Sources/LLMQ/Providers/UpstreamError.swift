@@ -1,0 +1,107 @@
+import Foundation
+
+/// Maps what an upstream answered (status, headers, body, transport error)
+/// to the protocol's error codes, shared by every provider.
+public enum UpstreamError {
+    public static func classify(_ r: HTTPResult, provider: String, timeout: Double? = nil, idleTimeout: Double? = nil) -> LLMQError {
+        if let a = r.aborted {
+            switch a {
+            case .cancelled: return LLMQError(.cancelled, "the request was cancelled")
+            case .idleTimeout:
+                return LLMQError(.timeout, "\(provider) sent nothing for \(idleTimeout.map { "\($0)" } ?? "too many") seconds (idle_timeout_s)", retryable: true)
+            case .drain: return LLMQError(.workerLost, "the worker was drained before the request finished", retryable: true)
+            case .decoder: return LLMQError(.upstreamError, "\(provider) sent a malformed stream", retryable: true)
+            }
+        }
+        if r.curlCode != 0 {
+            switch r.curlCode {
+            case 28:
+                return LLMQError(.timeout, "\(provider) did not answer in time (\(timeout.map { "\($0) s, " } ?? "")\(r.curlMessage))", retryable: true)
+            case 6, 7:
+                return LLMQError(.upstreamUnavailable, "cannot reach \(provider): \(r.curlMessage)", retryable: true)
+            default:
+                return LLMQError(.upstreamError, "\(provider) transfer failed: \(r.curlMessage) (curl \(r.curlCode))", retryable: true)
+            }
+        }
+        let message = bodyMessage(r.errorBody)
+        let said = message.map { ": \($0)" } ?? ""
+        switch r.status {
+        case 400, 413, 422:
+            return LLMQError(.badRequest, "\(provider) rejected the request (HTTP \(r.status))\(said)")
+        case 401, 403:
+            return LLMQError(.auth, "\(provider) refused the credentials (HTTP \(r.status))\(said); check the API key")
+        case 404:
+            return LLMQError(.unknownModel, "\(provider) does not know the model or path (HTTP 404)\(said)")
+        case 408:
+            return LLMQError(.timeout, "\(provider) timed out (HTTP 408)\(said)", retryable: true)
+        case 429:
+            let raw = String(decoding: r.errorBody.prefix(4096), as: UTF8.self)
+            if raw.contains("insufficient_quota") {
+                return LLMQError(.rateLimited, "\(provider) quota is spent (HTTP 429)\(said); add credit or raise the limit", retryable: false)
+            }
+            return LLMQError(.rateLimited, "\(provider) is rate limiting (HTTP 429)\(said)", retryable: true, retryAfter: retryAfter(r.headers))
+        case 529:
+            return LLMQError(.upstreamUnavailable, "\(provider) is overloaded (HTTP 529)\(said)", retryable: true, retryAfter: retryAfter(r.headers))
+        case 502, 503, 504:
+            return LLMQError(.upstreamUnavailable, "\(provider) is unavailable (HTTP \(r.status))\(said)", retryable: true, retryAfter: retryAfter(r.headers))
+        case 500...599:
+            return LLMQError(.upstreamError, "\(provider) failed (HTTP \(r.status))\(said)", retryable: true, retryAfter: retryAfter(r.headers))
+        default:
+            return LLMQError(.upstreamError, "\(provider) answered HTTP \(r.status)\(said)", retryable: r.status == 0)
+        }
+    }
+
+    /// Seconds to wait from `Retry-After` (seconds or HTTP date) or the
+    /// providers' reset headers (`x-ratelimit-reset-requests: 1.5s`, `6m0s`).
+    public static func retryAfter(_ headers: [String: String]) -> Double? {
+        if let v = headers["retry-after-ms"], let ms = Double(v) { return ms / 1000 }
+        if let v = headers["retry-after"] {
+            if let s = Double(v.trimmingCharacters(in: .whitespaces)) { return max(0, s) }
+            let f = DateFormatter()
+            f.locale = Locale(identifier: "en_US_POSIX")
+            f.timeZone = TimeZone(identifier: "GMT")
+            f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+            if let d = f.date(from: v) { return max(0, d.timeIntervalSinceNow) }
+        }
+        let resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset"].compactMap { headers[$0].flatMap(duration) }
+        return resets.max()
+    }
+
+    /// Parses `1.5s`, `20ms`, `6m0s`, `1h2m3s` or a plain number of seconds.
+    static func duration(_ text: String) -> Double? {
+        if let s = Double(text) { return s }
+        var total = 0.0
+        var num = ""
+        var chars = Array(text)
+        var i = 0
+        var any = false
+        while i < chars.count {
+            let c = chars[i]
+            if c.isNumber || c == "." { num.append(c); i += 1; continue }
+            guard let v = Double(num) else { return nil }
+            if c == "m" && i + 1 < chars.count && chars[i + 1] == "s" { total += v / 1000; i += 2 }
+            else if c == "h" { total += v * 3600; i += 1 }
+            else if c == "m" { total += v * 60; i += 1 }
+            else if c == "s" { total += v; i += 1 }
+            else { return nil }
+            num = ""
+            any = true
+        }
+        chars.removeAll()
+        return any && num.isEmpty ? total : nil
+    }
+
+    /// The human message inside a provider's error body, when there is one.
+    public static func bodyMessage(_ body: [UInt8]) -> String? {
+        guard !body.isEmpty else { return nil }
+        if let v = try? JSONValue.parse(body) {
+            if let m = v["error"]?["message"]?.stringValue { return m }
+            if let m = v["error"]?.stringValue { return m }
+            if let m = v["message"]?.stringValue { return m }
+            if let m = v["detail"]?.stringValue { return m }
+            if let m = v.arrayValue?.first?["error"]?["message"]?.stringValue { return m }
+        }
+        let text = String(decoding: body.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+
+/// A counting semaphore of one mode's concurrency permits that a fetcher
+/// thread can block on and a drain can interrupt.
+///
+/// Thread rules: any thread; state guarded by `condition`.
+public final class Permits: @unchecked Sendable {  // guarded by `condition`
+    private let condition = NSCondition()
+    private var free: Int
+    private var closed = false
+    public let capacity: Int
+
+    public init(_ capacity: Int) {
+        self.capacity = capacity
+        free = capacity
+    }
+
+    /// Blocks for one permit; false once closed.
+    public func acquire() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while free == 0 && !closed { condition.wait() }
+        if closed { return false }
+        free -= 1
+        return true
+    }
+
+    /// Takes up to `max` permits without blocking.
+    public func tryAcquire(max: Int) -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        if closed { return 0 }
+        let n = min(max, free)
+        free -= n
+        return n
+    }
+
+    public func release(_ n: Int = 1) {
+        condition.lock()
+        free += n
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    public func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    public var inUse: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return capacity - free
+    }
+}

@@ -1,0 +1,53 @@
+/// The Redis side of one request: turns its writer's pending lines into a
+/// PUBLISH of whole lines to its channel plus one XADD per line to its log.
+///
+/// Thread rules: as `EventWriter`.
+public final class RequestStream: PendingOutput, @unchecked Sendable {  // see EventWriter's thread rules
+    public let writer: EventWriter
+    let tokensKey: String
+    let logKey: String
+    let logTTL: String
+    private var logExpirySet = false
+    /// RESP of `PUBLISH tokens` and `XADD log * line`, everything but the last argument.
+    private let publishPrefix: [UInt8]
+    private let xaddPrefix: [UInt8]
+
+    public init(writer: EventWriter, keys: Keys, logTTL: Int) {
+        self.writer = writer
+        tokensKey = keys.tokens(writer.id)
+        logKey = keys.log(writer.id)
+        self.logTTL = String(logTTL)
+        var p: [UInt8] = []
+        RESP.appendArrayHeader(3, to: &p)
+        RESP.appendBulk("PUBLISH", to: &p)
+        RESP.appendBulk(tokensKey, to: &p)
+        publishPrefix = p
+        var x: [UInt8] = []
+        RESP.appendArrayHeader(5, to: &x)
+        for a in ["XADD", logKey, "*", "line"] { RESP.appendBulk(a, to: &x) }
+        xaddPrefix = x
+    }
+
+    public var hasPending: Bool { writer.hasPending }
+
+    public func drain(into buffer: inout [UInt8]) -> Int {
+        var n = 0
+        writer.takePending { payload, starts in
+            buffer.append(contentsOf: publishPrefix)
+            RESP.appendBulk(payload, to: &buffer)
+            n += 1
+            for (i, start) in starts.enumerated() {
+                let end = i + 1 < starts.count ? starts[i + 1] : payload.count
+                buffer.append(contentsOf: xaddPrefix)
+                RESP.appendBulk(UnsafeBufferPointer(rebasing: payload[start..<(end - 1)]), to: &buffer)
+                n += 1
+            }
+        }
+        if n > 0 && !logExpirySet {
+            RESP.appendCommand(["EXPIRE", logKey, logTTL], to: &buffer)
+            logExpirySet = true
+            n += 1
+        }
+        return n
+    }
+}

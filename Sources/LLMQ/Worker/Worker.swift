@@ -1,0 +1,107 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// One worker process: a fetcher per mode, the HTTP engine, the publisher,
+/// and a task per job. On graceful shutdown it drains: it stops taking jobs,
+/// lets running ones finish for `drain_timeout_s`, then puts the rest back.
+public final class Worker: Service {
+    public let id: String
+    let config: FarmConfig
+    let url: RedisURL
+    let keys: Keys
+    let logger: Logger
+    let registry: ProviderRegistry
+
+    public init(id: String, config: FarmConfig, logger: Logger) throws(LLMQError) {
+        self.id = id
+        self.config = config
+        self.url = try RedisURL(config.redis)
+        self.keys = Keys(prefix: config.prefix)
+        var l = logger
+        l[metadataKey: "worker"] = "\(id)"
+        self.logger = l
+        self.registry = try ProviderRegistry(config: config)
+    }
+
+    /// A worker id unique on this host: `HOSTNAME-SLOT`, stable across restarts of the same slot
+    /// so a restarted worker finds what its predecessor left in flight.
+    public static func defaultID(slot: Int? = nil) -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, 255)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: ".").first.map(String.init) ?? "host"
+        return "\(host)-\(slot.map(String.init) ?? String(getpid()))"
+    }
+
+    public func run() async throws {
+        let publisher = EventPublisher(url: url, logger: logger)
+        try publisher.start()
+        let engine = HTTPEngine(sink: publisher, logger: logger)
+        engine.start()
+        try recoverOrphans()
+        let runner = JobRunner(
+            settings: .init(worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes),
+            registry: registry, engine: engine, publisher: publisher, logger: logger)
+
+        let (jobs, jobsIn) = AsyncStream<(String, [UInt8])>.makeStream()
+        let modes = config.modes.keys.sorted()
+        let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
+        let running = Atomic<Int>(modes.count)
+        let fetchers = modes.map { mode in
+            JobFetcher(
+                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, logger: logger,
+                deliver: { raw in jobsIn.yield((mode, raw)) },
+                onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
+        }
+        fetchers.forEach { $0.start() }
+        logger.info("worker started", metadata: [
+            "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
+        ])
+
+        let drainTimeout = config.drainTimeoutS
+        let drainTimer = Mutex<Task<Void, Never>?>(nil)
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await (mode, raw) in jobs {
+                    let p = permits[mode]!
+                    group.addTask {
+                        await runner.run(raw: raw, mode: mode)
+                        p.release()
+                    }
+                }
+            }
+        } onGracefulShutdown: { [logger] in
+            logger.info("draining: no new jobs; in-flight jobs get \(drainTimeout) s")
+            fetchers.forEach { $0.stop() }
+            drainTimer.withLock {
+                $0 = Task {
+                    try? await Task.sleep(for: .seconds(drainTimeout))
+                    if !Task.isCancelled {
+                        logger.warning("drain timeout reached; putting unfinished jobs back on their queues")
+                        runner.abortAll()
+                    }
+                }
+            }
+        }
+        drainTimer.withLock { $0?.cancel() }
+        await engine.shutdown()
+        await publisher.shutdown()
+        logger.info("worker stopped")
+    }
+
+    /// Puts back at the head of their queues the jobs a previous run of this
+    /// worker id left in its in-flight lists (it crashed or was killed).
+    func recoverOrphans() throws(LLMQError) {
+        let connection = try RedisConnection(url)
+        for mode in config.modes.keys.sorted() {
+            var moved = 0
+            while case .string = try connection.command(["LMOVE", keys.inflight(mode, worker: id), keys.queue(mode), "LEFT", "RIGHT"]) {
+                moved += 1
+            }
+            if moved > 0 {
+                logger.warning("put back jobs a previous run of this worker left in flight", metadata: ["mode": "\(mode)", "jobs": "\(moved)"])
+            }
+        }
+    }
+}
