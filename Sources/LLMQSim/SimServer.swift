@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
 /// A simulated LLM provider speaking the OpenAI HTTP API on loopback, for tests and
 /// `make run`. Answers are deterministic; how each request is answered (token count,
@@ -8,6 +9,9 @@ import Logging
 ///
 /// Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 /// `GET /v1/models`, and `GET /sim/stats` (`requests`, `active` streams, `aborted` streams).
+///
+/// Cancelling ``run(onReady:)`` shuts the server down gracefully: idle connections close
+/// and open streams are cut at their next pause.
 public struct SimServer: Sendable {
     static let models = ["sim-1", "sim-large", "sim-embed-1"]
 
@@ -23,19 +27,23 @@ public struct SimServer: Sendable {
 
     /// Runs until the task is cancelled. Calls onReady with the bound port once listening.
     public func run(onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let logger = self.logger
         let app = Application(
             router: self.router(),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "llmq-sim"),
-            onServerRunning: { channel in
-                let port = channel.localAddress?.port ?? 0
-                logger.info("sim listening", metadata: ["port": "\(port)"])
-                await onReady(port)
-            },
+            onServerRunning: { channel in await onReady(channel.localAddress?.port ?? 0) },
             logger: self.logger
         )
         // No signal handling here: whoever runs the sim owns the process's signals.
-        try await app.runService(gracefulShutdownSignals: [])
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: self.logger)
+        // Hummingbird cancelled outright logs errors as it stops, while a graceful shutdown
+        // is quiet; so the group runs shielded from this task's cancellation, which triggers
+        // the graceful shutdown instead.
+        let running = Task { try await group.run() }
+        try await withTaskCancellationHandler {
+            try await running.value
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
     }
 
     private func router() -> Router<BasicRequestContext> {

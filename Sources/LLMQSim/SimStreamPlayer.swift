@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
 /// Plays a list of steps as a response body, one flushed write per step, and keeps the
 /// `active` and `aborted` counts: a body whose client goes away before its end is aborted.
@@ -49,8 +50,8 @@ struct SimStreamPlayer: Sendable {
 
     static let hangSeconds = 60
 
-    static func json(_ buffer: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+    static func json(_ buffer: ByteBuffer) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
     }
 
     private func body(for request: Request, steps: [SimStep], contentLength: Int?) -> ResponseBody {
@@ -81,13 +82,25 @@ struct SimStreamPlayer: Sendable {
             case .write(let buffer):
                 try await writer.write(buffer)
             case .pause(let milliseconds):
-                try await Task.sleep(for: .milliseconds(milliseconds))
+                try await Self.wait(.milliseconds(milliseconds))
             case .hang(let seconds):
-                try await Task.sleep(for: .seconds(seconds))
+                try await Self.wait(.seconds(seconds))
                 throw Cut()
             case .cut:
                 throw Cut()
             }
+        }
+    }
+
+    /// Waits, unless the server starts shutting down: then the body is cut, so a slow or
+    /// stalled stream never holds up the drain.
+    private static func wait(_ duration: Duration) async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: duration)
+            }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            throw Cut()
         }
     }
 }

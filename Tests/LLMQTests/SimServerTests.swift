@@ -86,12 +86,31 @@ import FoundationNetworking
 
     @Test func clientLeavingAStalledStreamCountsAsAborted() async throws {
         try await withSim { sim in
-            let stalled = try? await sim.post(
-                "/v1/chat/completions", ["model": "sim:fault=stall,after_tokens=1", "stream": true, "messages": []],
-                timeout: 0.5)
-            #expect(stalled == nil, "a stalled stream should not complete")
+            let stalled = Task {
+                try await sim.post("/v1/chat/completions", ["model": "sim:fault=stall", "stream": true, "messages": []])
+            }
+            _ = try await sim.waitForStats { $0["active"] == 1 }
+            stalled.cancel()
+            if case .success = await stalled.result {
+                Issue.record("a stalled stream should not complete")
+            }
             let stats = try await sim.waitForStats { $0["aborted"] == 1 && $0["active"] == 0 }
             #expect(stats["requests"] == 1)
+        }
+    }
+
+    @Test func cancellingRunCutsOpenStreamsAndReturns() async throws {
+        let (sim, server) = try await startSim()
+        let stalled = Task {
+            try await sim.post("/v1/chat/completions", ["model": "sim:fault=stall", "stream": true, "messages": []])
+        }
+        _ = try await sim.waitForStats { $0["active"] == 1 }
+        let cancelled = ContinuousClock.now
+        server.cancel()
+        try await server.value
+        #expect(ContinuousClock.now - cancelled < .seconds(5))
+        if case .success = await stalled.result {
+            Issue.record("a stream cut by shutdown should not complete")
         }
     }
 }
@@ -104,10 +123,9 @@ private struct SimClient {
     func post(
         _ path: String,
         _ body: [String: Any],
-        headers: [String: String] = [:],
-        timeout: TimeInterval = 10
+        headers: [String: String] = [:]
     ) async throws -> (Data, HTTPURLResponse) {
-        var request = URLRequest(url: self.base.appendingPathComponent(path), timeoutInterval: timeout)
+        var request = URLRequest(url: self.base.appendingPathComponent(path))
         request.httpMethod = "POST"
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         for (name, value) in headers {
@@ -135,7 +153,8 @@ private struct SimClient {
 
 private struct SimDidNotStart: Error {}
 
-private func withSim(_ body: (SimClient) async throws -> Void) async throws {
+/// Starts a sim on a free port; cancelling the returned task stops it.
+private func startSim() async throws -> (SimClient, Task<Void, any Error>) {
     var logger = Logger(label: "llmq.sim.test")
     logger.logLevel = .warning
     let (ports, ready) = AsyncStream<Int>.makeStream()
@@ -145,10 +164,14 @@ private func withSim(_ body: (SimClient) async throws -> Void) async throws {
     }
     var readiness = ports.makeAsyncIterator()
     guard let port = await readiness.next() else {
-        _ = try await server.value
+        try await server.value
         throw SimDidNotStart()
     }
-    let client = SimClient(base: URL(string: "http://127.0.0.1:\(port)")!)
+    return (SimClient(base: URL(string: "http://127.0.0.1:\(port)")!), server)
+}
+
+private func withSim(_ body: (SimClient) async throws -> Void) async throws {
+    let (client, server) = try await startSim()
     do {
         try await body(client)
     } catch {
@@ -157,7 +180,7 @@ private func withSim(_ body: (SimClient) async throws -> Void) async throws {
         throw error
     }
     server.cancel()
-    _ = try await server.value
+    try await server.value
 }
 
 private func json(_ text: some StringProtocol) throws -> [String: Any] {
