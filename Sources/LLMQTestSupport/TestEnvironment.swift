@@ -112,10 +112,13 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
         throw TestFailure("timed out after \(timeout) s waiting for \(what)")
     }
 
-    /// Child pids of a process, from /proc.
+    /// Child pids of a process (started by any of its threads), from /proc.
     public static func children(of pid: pid_t) -> [pid_t] {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-        return text.split(separator: " ").compactMap { pid_t($0) }
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.flatMap { t in
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/children", encoding: .utf8)) ?? ""
+            return text.split(separator: " ").compactMap { pid_t($0) }
+        }
     }
 
     static func waitForPort(_ port: Int, process: ChildProcess, log: String, timeout: Double = 20) throws {

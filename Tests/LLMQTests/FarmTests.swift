@@ -230,16 +230,41 @@ import Testing
         let ids = (0..<6).map { "k-\($0)" }
         for id in ids { try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: "slow")) }
         try events.wait(what: "jobs streaming") { m in ids.filter { (m[$0]?.count ?? 0) >= 2 }.count >= 4 }
-        let victim = before.sorted().first!
+        // Kill the worker that holds the most jobs; its pid is in its heartbeat hash.
+        var victimID = ""
+        var most = -1
+        for k in try redis.run("KEYS", env.key("{chat}:inflight:*")).array ?? [] {
+            let n = try redis.run("LLEN", k.string!).int ?? 0
+            if n > most { most = n; victimID = String(k.string!.split(separator: ":").last!) }
+        }
+        let victim = try #require(pid_t(try redis.run("HGET", env.key("worker:\(victimID)"), "pid").string ?? ""))
+        #expect(before.contains(victim))
         kill(victim, SIGKILL)
         try env.until("the supervisor started a replacement") {
             let now = Set(TestEnvironment.children(of: farm.pid))
             return now.count == 2 && !now.contains(victim)
         }
         let all = try events.waitForTerminal(ids, timeout: 60)
+        var retried = 0
         for id in ids {
-            #expect(all[id]!.last?.type == "done", "\(id): \(all[id]!.map(\.type))")
+            let evs = all[id]!
+            #expect(evs.last?.type == "done", "\(id): \(evs.map(\.type))")
+            #expect(evs.filter(\.isTerminal).count == 1)
+            // Each attempt counts seq from 0 without gaps; a new attempt after output is announced by retry.
+            var expected = 0
+            for e in evs {
+                if e.type == "start" && e.seq == 0 && expected != 0 {
+                    Issue.record("\(id): a new attempt began without a retry event: \(evs.map(\.raw))")
+                }
+                #expect(e.seq == expected, "\(id): \(evs.map(\.raw))")
+                expected = e.type == "retry" ? 0 : expected + 1
+            }
+            if let r = evs.first(where: { $0.type == "retry" }) {
+                retried += 1
+                #expect(r["reason"] == "worker_lost" && r["attempt"] == 2)
+            }
         }
+        #expect(retried >= 1, "the killed worker held jobs that had streamed, so some retry was expected")
         #expect(env.log().contains("died (signal 9)"))
         #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
         farm.signal(SIGTERM)

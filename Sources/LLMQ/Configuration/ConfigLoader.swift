@@ -48,6 +48,7 @@ public enum ConfigLoader {
         func bad(_ key: String, _ why: String) -> LLMQError { .configuration("\(source): \(key) \(why)") }
         _ = try RedisURL(c.redis)
         guard c.workers >= 1 && c.workers <= 256 else { throw bad("workers", "must be from 1 to 256, got \(c.workers)") }
+        guard c.maxAttempts >= 1 else { throw bad("max_attempts", "must be at least 1") }
         guard c.drainTimeoutS >= 0 else { throw bad("drain_timeout_s", "must be 0 or more") }
         guard !c.prefix.isEmpty, !c.prefix.contains(where: { $0 == "{" || $0 == "}" || $0 == " " }) else {
             throw bad("prefix", "must be non-empty without braces or spaces, got \"\(c.prefix)\"")

@@ -13,6 +13,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var logTTLS: Int = 86400
     /// Largest job accepted, bytes.
     public var maxJobBytes: Int = 1 << 20
+    /// Attempts a job gets when it does not say (`max_attempts`).
+    public var maxAttempts: Int = 3
     public var modes: [String: ModeConfig] = FarmConfig.defaultModes
     public var providers: [String: ProviderConfig] = [:]
     public var routes: [String: [String]] = [:]
@@ -34,6 +36,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case resultTTLS = "result_ttl_s"
         case logTTLS = "log_ttl_s"
         case maxJobBytes = "max_job_bytes"
+        case maxAttempts = "max_attempts"
         case logLevel = "log_level"
         case logFormat = "log_format"
         case restartBackoffS = "restart_backoff_s"
@@ -50,6 +53,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         resultTTLS = try c.decodeIfPresent(Int.self, forKey: .resultTTLS) ?? d.resultTTLS
         logTTLS = try c.decodeIfPresent(Int.self, forKey: .logTTLS) ?? d.logTTLS
         maxJobBytes = try c.decodeIfPresent(Int.self, forKey: .maxJobBytes) ?? d.maxJobBytes
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? d.maxAttempts
         modes = try c.decodeIfPresent([String: ModeConfig].self, forKey: .modes) ?? d.modes
         providers = try c.decodeIfPresent([String: ProviderConfig].self, forKey: .providers) ?? d.providers
         routes = try c.decodeIfPresent([String: [String]].self, forKey: .routes) ?? d.routes

@@ -63,6 +63,14 @@ public final class EventWriter: @unchecked Sendable {
         startLine = l
     }
 
+    /// Continues an attempt another process began, whose last line had `lastSeq`,
+    /// so a `retry` or terminal event written now follows it without a gap.
+    public func resumeAttempt(lastSeq: Int) {
+        seq = lastSeq + 1
+        started = true
+        outputSent = true
+    }
+
     private func ensureStarted() {
         if started { return }
         started = true

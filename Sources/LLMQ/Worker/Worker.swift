@@ -54,6 +54,10 @@ public final class Worker: Service {
                 deliver: { raw in jobsIn.yield((mode, raw)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
+        let heartbeat = Heartbeat(
+            id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
+            load: { permits.mapValues(\.inUse) })
+        heartbeat.start()
         fetchers.forEach { $0.start() }
         logger.info("worker started", metadata: [
             "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
@@ -73,6 +77,7 @@ public final class Worker: Service {
             }
         } onGracefulShutdown: { [logger] in
             logger.info("draining: no new jobs; in-flight jobs get \(drainTimeout) s")
+            heartbeat.setState("draining")
             fetchers.forEach { $0.stop() }
             drainTimer.withLock {
                 $0 = Task {
@@ -87,21 +92,20 @@ public final class Worker: Service {
         drainTimer.withLock { $0?.cancel() }
         await engine.shutdown()
         await publisher.shutdown()
+        await heartbeat.stop()
         logger.info("worker stopped")
     }
 
-    /// Puts back at the head of their queues the jobs a previous run of this
-    /// worker id left in its in-flight lists (it crashed or was killed).
+    func reaper() -> Reaper {
+        Reaper(keys: keys, url: url, me: id, defaultMaxAttempts: config.maxAttempts,
+               resultTTL: config.resultTTLS, logTTL: config.logTTLS, logger: logger)
+    }
+
+    /// Recovers what a previous run of this worker id left in its in-flight
+    /// lists (it crashed or was killed), before taking new jobs.
     func recoverOrphans() throws(LLMQError) {
         let connection = try RedisConnection(url)
-        for mode in config.modes.keys.sorted() {
-            var moved = 0
-            while case .string = try connection.command(["LMOVE", keys.inflight(mode, worker: id), keys.queue(mode), "LEFT", "RIGHT"]) {
-                moved += 1
-            }
-            if moved > 0 {
-                logger.warning("put back jobs a previous run of this worker left in flight", metadata: ["mode": "\(mode)", "jobs": "\(moved)"])
-            }
-        }
+        let n = try reaper().recover(worker: id, modes: config.modes.keys.sorted(), connection: connection)
+        if n > 0 { logger.warning("recovered \(n) jobs a previous run of this worker left in flight") }
     }
 }

@@ -1,0 +1,118 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Keeps this worker's `PREFIX:worker:ID` hash alive (pid, host, modes, load,
+/// state) with a short expiry and its score in `PREFIX:workers` fresh, and
+/// reaps workers whose heartbeat expired: their in-flight jobs go back to the
+/// queues (see `Reaper`). Runs on a thread and connection of its own.
+public final class Heartbeat: Sendable {
+    public struct Settings: Sendable {
+        public var interval: Double = 1
+        /// A worker whose hash is older than this is lost.
+        public var ttl: Double = 5
+    }
+
+    let id: String
+    let keys: Keys
+    let url: RedisURL
+    let modes: [String]
+    let settings: Settings
+    let reaper: Reaper
+    let load: @Sendable () -> [String: Int]
+    let logger: Logger
+    private let state = Mutex<String>("running")
+    private let stopping = Atomic<Bool>(false)
+    private let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let finished = Atomic<Bool>(false)
+
+    public init(id: String, keys: Keys, url: RedisURL, modes: [String], settings: Settings, reaper: Reaper, logger: Logger,
+                load: @escaping @Sendable () -> [String: Int]) {
+        self.id = id
+        self.keys = keys
+        self.url = url
+        self.modes = modes
+        self.settings = settings
+        self.reaper = reaper
+        self.logger = logger
+        self.load = load
+    }
+
+    public func setState(_ s: String) { state.withLock { $0 = s } }
+
+    public func start() {
+        let t = Thread { [self] in
+            self.loop()
+            self.finished.store(true, ordering: .sequentiallyConsistent)
+            self.done.withLock { c in c?.resume(); c = nil }
+        }
+        t.name = "llmq-heartbeat"
+        t.start()
+    }
+
+    /// Deregisters this worker and stops the thread.
+    public func stop() async {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let already = done.withLock { d -> Bool in
+                if finished.load(ordering: .sequentiallyConsistent) { return true }
+                d = c
+                return false
+            }
+            if already { c.resume() }
+        }
+    }
+
+    private func loop() {
+        var connection: RedisConnection?
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        let hostname = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let started = String(Int(Clock.unixTime()))
+        var lastReap = 0.0
+        while !stopping.load(ordering: .sequentiallyConsistent) {
+            do throws(LLMQError) {
+                if connection == nil { connection = try RedisConnection(url) }
+                let c = connection!
+                let now = Clock.unixTime()
+                let l = load()
+                var fields = ["HSET", keys.worker(id), "pid", String(getpid()), "host", hostname, "started", started,
+                              "heartbeat", String(format: "%.3f", now), "state", state.withLock { $0 },
+                              "modes", modes.joined(separator: ",")]
+                for (m, n) in l.sorted(by: { $0.key < $1.key }) { fields += ["inflight_\(m)", String(n)] }
+                try c.append(fields)
+                try c.append(["PEXPIRE", keys.worker(id), String(Int(settings.ttl * 1000))])
+                try c.append(["ZADD", keys.workers, String(format: "%.3f", now), id])
+                for _ in 0..<3 { _ = try c.reply() }
+                if now - lastReap >= settings.interval * 2 {
+                    lastReap = now
+                    try reapLost(c, now: now)
+                }
+            } catch {
+                logger.warning("heartbeat: Redis unavailable, retrying", metadata: ["error": "\(error.message)"])
+                connection = nil
+            }
+            var slept = 0.0
+            while slept < settings.interval && !stopping.load(ordering: .sequentiallyConsistent) {
+                usleep(50_000)
+                slept += 0.05
+            }
+        }
+        if let c = connection ?? (try? RedisConnection(url)) {
+            _ = try? c.command(["DEL", keys.worker(id)])
+            _ = try? c.command(["ZREM", keys.workers, id])
+        }
+    }
+
+    /// Workers whose score is stale and whose hash expired are lost; their jobs are recovered.
+    private func reapLost(_ c: RedisConnection, now: Double) throws(LLMQError) {
+        let stale = try c.command(["ZRANGEBYSCORE", keys.workers, "-inf", String(format: "%.3f", now - settings.ttl)])
+        for w in stale.array ?? [] {
+            guard let worker = w.string, worker != id else { continue }
+            guard case .integer(0) = try c.command(["EXISTS", keys.worker(worker)]) else { continue }
+            let n = try reaper.recover(worker: worker, modes: modes, connection: c)
+            try c.command(["ZREM", keys.workers, worker])
+            logger.warning("reaped a lost worker", metadata: ["lost_worker": "\(worker)", "jobs": "\(n)"])
+        }
+    }
+}
