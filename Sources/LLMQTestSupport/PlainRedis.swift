@@ -35,8 +35,12 @@ public final class PlainRedis: @unchecked Sendable {  // used by one test thread
     public func run(_ args: String...) throws -> Reply { try run(args) }
 
     @discardableResult
-    public func run(_ args: [String]) throws -> Reply {
-        let datas = args.map { Array($0.utf8) }
+    public func run(_ args: [String]) throws -> Reply { try run(bytes: args.map { Array($0.utf8) }) }
+
+    /// A command whose arguments are raw bytes (for payloads that are not UTF-8).
+    @discardableResult
+    public func run(bytes datas: [[UInt8]]) throws -> Reply {
+        let args = datas.map { String(decoding: $0.prefix(16), as: UTF8.self) }
         var ptrs: [UnsafePointer<CChar>?] = []
         var bufs: [UnsafeMutablePointer<CChar>] = []
         for d in datas {

@@ -25,7 +25,7 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
         return path
     }
 
-    public init(_ name: String) throws {
+    public init(_ name: String, persistence: Bool = false) throws {
         let tag = "\(name)-\(UUID().uuidString.prefix(6).lowercased())"
         dir = NSTemporaryDirectory() + "llmq-test-\(tag)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -33,7 +33,7 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
         guard ChildProcess.which("redis-server") != nil else {
             throw TestFailure("redis-server is not installed; `apt-get install redis-server` (make deps) — integration tests need it")
         }
-        redis = try LocalRedis(directory: dir + "/redis")
+        redis = try LocalRedis(directory: dir + "/redis", persistence: persistence)
         simPort = try FreePort.find()
         sim = try ChildProcess([try Self.binary(), "sim", "--port", String(simPort)], stdout: dir + "/sim.log", stderr: dir + "/sim.log")
         try Self.waitForPort(simPort, process: sim, log: dir + "/sim.log")

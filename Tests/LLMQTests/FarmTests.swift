@@ -148,7 +148,7 @@ import Testing
         let farm = try env.start(["farm", "--config", config])
         let redis = try env.client()
         for (id, model) in [("fb-1", "resilient"), ("fb-2", "limited"), ("fb-3", "midstream"), ("fb-4", "garbled")] {
-            try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: model))
+            try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: model, extra: #","max_attempts":1"#))
         }
         let all = try events.waitForTerminal(["fb-1", "fb-2", "fb-3", "fb-4"])
         let fb1 = all["fb-1"]!
@@ -280,7 +280,7 @@ import Testing
         let jobs = [
             TestEnvironment.chatJob(id: "s-1", model: "fast", extra: #","metadata":{"k":1},"params":{"max_tokens":3}"#),
             TestEnvironment.chatJob(id: "s-2", model: "nowhere"),
-            TestEnvironment.chatJob(id: "s-3", model: "sim/sim:fault=500"),
+            TestEnvironment.chatJob(id: "s-3", model: "sim/sim:fault=500", extra: #","max_attempts":1"#),
             #"{"id":"s-4","model":"tools","messages":[{"role":"user","content":"Weather?"}],"params":{"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}}"#,
             #"{"id":"s-5","model":"fast","messages":7}"#,
         ]
@@ -293,7 +293,7 @@ import Testing
         let lines = ids.flatMap { all[$0]!.map(\.raw) }
         let results = try ids.map { id in try #require(try redis.run("GET", env.key("{\(id)}:result")).string) }
         let dead = try redis.run("LRANGE", env.key("{chat}:dead"), "0", "-1").array!.compactMap(\.string)
-        #expect(dead.count == 2)
+        #expect(dead.count == 3)
         try SchemaCheck.validate("event", lines)
         try SchemaCheck.validate("result", results)
         try SchemaCheck.validate("dead", dead)

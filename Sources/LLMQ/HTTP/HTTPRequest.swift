@@ -30,6 +30,7 @@ public struct HTTPResult: Sendable {
         case idleTimeout
         case drain
         case decoder
+        case outputLimit
     }
 
     public var status: Int = 0
@@ -63,6 +64,8 @@ public protocol OutputSink: AnyObject, Sendable {
 /// Output of one transfer that the engine drains into the sink after each round.
 public protocol PendingOutput: AnyObject {
     var hasPending: Bool { get }
+    /// The request's output outgrew its limit; the transfer should stop.
+    var exceeded: Bool { get }
     /// Appends encoded commands for what is pending; returns how many.
     func drain(into buffer: inout [UInt8]) -> Int
 }

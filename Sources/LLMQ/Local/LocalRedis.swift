@@ -1,10 +1,13 @@
 import Foundation
+import Synchronization
 
 /// A private redis-server on a free loopback port, for `llmq dev` and tests.
 public final class LocalRedis: Sendable {
     public let port: Int
     public let directory: String
-    public let process: ChildProcess
+    private let current: Mutex<ChildProcess>
+    private let arguments: [String]
+    public var process: ChildProcess { current.withLock { $0 } }
 
     public var url: RedisURL { RedisURL(host: "127.0.0.1", port: port) }
     public var urlString: String { "redis://127.0.0.1:\(port)" }
@@ -23,8 +26,18 @@ public final class LocalRedis: Sendable {
                     "--logfile", "\(directory)/redis.log", "--save", "", "--appendonly", persistence ? "yes" : "no"]
         if persistence { args += ["--appendfsync", "everysec"] }
         args += extraArguments
-        process = try ChildProcess(args)
+        arguments = args
+        let process = try ChildProcess(args)
+        current = Mutex(process)
         try Self.waitUntilReady(url: RedisURL(host: "127.0.0.1", port: p), process: process, log: "\(directory)/redis.log")
+    }
+
+    /// Stops the server (SIGTERM, so it writes its append-only file) and starts it again on the same port and folder.
+    public func restart() async throws(LLMQError) {
+        await stop()
+        let process = try ChildProcess(arguments)
+        current.withLock { $0 = process }
+        try Self.waitUntilReady(url: url, process: process, log: "\(directory)/redis.log")
     }
 
     static func waitUntilReady(url: RedisURL, process: ChildProcess, log: String, timeout: Double = 10) throws(LLMQError) {

@@ -24,6 +24,16 @@ public struct ProviderRegistry: Sendable {
         }
         providers = built
         routes = config.routes
+        secrets = config.providers.compactMap { name, p in try? Self.apiKey(name: name, config: p, environment: environment) }
+            .filter { $0.count >= 4 }
+    }
+
+    /// The API keys in use, so that no message that leaves llmq can carry one.
+    let secrets: [String]
+
+    /// `text` with every configured API key replaced.
+    public func redact(_ text: String) -> String {
+        secrets.reduce(text) { $0.replacingOccurrences(of: $1, with: "[redacted]") }
     }
 
     static func apiKey(name: String, config p: ProviderConfig, environment: [String: String]) throws(LLMQError) -> String? {

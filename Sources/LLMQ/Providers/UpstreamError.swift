@@ -11,6 +11,8 @@ public enum UpstreamError {
                 return LLMQError(.timeout, "\(provider) sent nothing for \(idleTimeout.map { "\($0)" } ?? "too many") seconds (idle_timeout_s)", retryable: true)
             case .drain: return LLMQError(.workerLost, "the worker was drained before the request finished", retryable: true)
             case .decoder: return LLMQError(.upstreamError, "\(provider) sent a malformed stream", retryable: true)
+            case .outputLimit:
+                return LLMQError(.upstreamError, "the answer from \(provider) exceeded max_output_bytes and was cut; raise the limit or lower max_tokens")
             }
         }
         if r.curlCode != 0 {

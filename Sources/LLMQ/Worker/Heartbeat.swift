@@ -20,6 +20,8 @@ public final class Heartbeat: Sendable {
     let settings: Settings
     let reaper: Reaper
     let load: @Sendable () -> [String: Int]
+    /// Called once when an operator asks this worker to drain (`llmq drain`).
+    let onDrainRequest: @Sendable () -> Void
     let logger: Logger
     private let state = Mutex<String>("running")
     private let stopping = Atomic<Bool>(false)
@@ -27,7 +29,8 @@ public final class Heartbeat: Sendable {
     private let finished = Atomic<Bool>(false)
 
     public init(id: String, keys: Keys, url: RedisURL, modes: [String], settings: Settings, reaper: Reaper, logger: Logger,
-                load: @escaping @Sendable () -> [String: Int]) {
+                load: @escaping @Sendable () -> [String: Int], onDrainRequest: @escaping @Sendable () -> Void = {}) {
+        self.onDrainRequest = onDrainRequest
         self.id = id
         self.keys = keys
         self.url = url
@@ -70,6 +73,9 @@ public final class Heartbeat: Sendable {
         let hostname = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let started = String(Int(Clock.unixTime()))
         var lastReap = 0.0
+        // After an outage every worker's heartbeat is stale; reap only once the others had time to come back.
+        var healthySince: Double?
+        var drainRequested = false
         while !stopping.load(ordering: .sequentiallyConsistent) {
             do throws(LLMQError) {
                 if connection == nil { connection = try RedisConnection(url) }
@@ -83,14 +89,23 @@ public final class Heartbeat: Sendable {
                 try c.append(fields)
                 try c.append(["PEXPIRE", keys.worker(id), String(Int(settings.ttl * 1000))])
                 try c.append(["ZADD", keys.workers, String(format: "%.3f", now), id])
+                try c.append(["GET", keys.control(id)])
                 for _ in 0..<3 { _ = try c.reply() }
-                if now - lastReap >= settings.interval * 2 {
+                if try c.reply().string == "drain" && !drainRequested {
+                    drainRequested = true
+                    logger.notice("an operator asked this worker to drain")
+                    onDrainRequest()
+                }
+                if healthySince == nil { healthySince = now }
+                if now - lastReap >= settings.interval * 2 && now - healthySince! > settings.ttl * 2 {
                     lastReap = now
                     try reapLost(c, now: now)
                 }
             } catch {
                 logger.warning("heartbeat: Redis unavailable, retrying", metadata: ["error": "\(error.message)"])
+                FarmMetrics.redisReconnect(component: "heartbeat")
                 connection = nil
+                healthySince = nil
             }
             var slept = 0.0
             while slept < settings.interval && !stopping.load(ordering: .sequentiallyConsistent) {

@@ -78,23 +78,26 @@ public struct Reaper: Sendable {
             let error = LLMQError(.workerLost, "worker \(worker) was lost while running attempt \(attempt) of \(maxAttempts); no attempt is left")
             stream.writer.error(error, attempt: attempt)
             n += stream.drain(into: &cmds)
-            let result = JSONValue.object([
-                "id": .string(id), "status": "error", "attempt": .int(attempt), "worker": .string(worker),
-                "text": "", "metadata": object["metadata"] ?? .object([:]),
-                "error": ["code": .string(error.code.rawValue), "message": .string(error.message), "retryable": true],
-            ]).jsonBytes
-            let dead = JSONValue.object([
-                "id": .string(id), "code": .string(error.code.rawValue), "reason": .string(error.message), "worker": .string(worker),
-                "at": .double((Clock.unixTime() * 1000).rounded() / 1000), "attempt": .int(attempt),
-                "job": .string(String(decoding: raw, as: UTF8.self)),
-            ]).jsonBytes
+            let errorObject: [String: JSONValue] = [
+                "code": .string(error.code.rawValue), "message": .string(error.message), "retryable": .bool(true),
+            ]
+            var r: [String: JSONValue] = ["id": .string(id), "status": .string("error"), "attempt": .int(attempt)]
+            r["worker"] = .string(worker)
+            r["run"] = .string(JobRunner.runToken())
+            r["text"] = .string("")
+            r["metadata"] = object["metadata"] ?? .object([:])
+            r["error"] = .object(errorObject)
+            let result = JSONValue.object(r).jsonBytes
+            var d: [String: JSONValue] = ["id": .string(id), "code": .string(error.code.rawValue), "reason": .string(error.message)]
+            d["worker"] = .string(worker)
+            d["at"] = .double((Clock.unixTime() * 1000).rounded() / 1000)
+            d["attempt"] = .int(attempt)
+            d["job"] = .string(String(decoding: raw, as: UTF8.self))
+            let dead = JSONValue.object(d).jsonBytes
             RESP.appendCommand(["SET", keys.result(id)], last: result, to: &cmds)
             RESP.appendCommand(["EXPIRE", keys.result(id), String(resultTTL)], to: &cmds)
-            RESP.appendCommand(["MULTI"], to: &cmds)
-            RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &cmds)
-            RESP.appendCommand(["LPUSH", keys.dead(mode)], last: dead, to: &cmds)
-            RESP.appendCommand(["EXEC"], to: &cmds)
-            try run(cmds, count: n + 6, c)
+            Scripts.appendEval(Scripts.bury, keys: [inflight, keys.dead(mode)], args: [raw, dead], to: &cmds)
+            try run(cmds, count: n + 3, c)
             logger.warning("a lost worker's job has no attempt left", metadata: ["request_id": "\(id)", "dead_worker": "\(worker)"])
             return
         }
@@ -103,11 +106,8 @@ public struct Reaper: Sendable {
         var o = object
         o["attempts"] = .int(attempt)
         let newRaw = JSONValue.object(o).jsonBytes
-        RESP.appendCommand(["MULTI"], to: &cmds)
-        RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &cmds)
-        RESP.appendCommand(["RPUSH", keys.queue(mode)], last: newRaw, to: &cmds)
-        RESP.appendCommand(["EXEC"], to: &cmds)
-        try run(cmds, count: n + 4, c)
+        Scripts.appendEval(Scripts.requeue, keys: [inflight, keys.queue(mode)], args: [raw, newRaw], to: &cmds)
+        try run(cmds, count: n + 1, c)
         logger.warning("put back a job a lost worker held", metadata: [
             "request_id": "\(id)", "dead_worker": "\(worker)", "attempt": "\(attempt)", "output_started": "\(outputStarted)",
         ])

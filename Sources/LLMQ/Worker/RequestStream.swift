@@ -7,6 +7,7 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
     let tokensKey: String
     let logKey: String
     let logTTL: String
+    let keysResult: String
     private var logExpirySet = false
     /// RESP of `PUBLISH tokens` and `XADD log * line`, everything but the last argument.
     private let publishPrefix: [UInt8]
@@ -16,6 +17,7 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
         self.writer = writer
         tokensKey = keys.tokens(writer.id)
         logKey = keys.log(writer.id)
+        keysResult = keys.result(writer.id)
         self.logTTL = String(logTTL)
         var p: [UInt8] = []
         RESP.appendArrayHeader(3, to: &p)
@@ -29,6 +31,7 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
     }
 
     public var hasPending: Bool { writer.hasPending }
+    public var exceeded: Bool { writer.exceeded }
 
     public func drain(into buffer: inout [UInt8]) -> Int {
         var n = 0
@@ -49,5 +52,26 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
             n += 1
         }
         return n
+    }
+}
+
+extension RequestStream {
+    /// Appends the terminal write of this run (see `Scripts.terminal`): the
+    /// pending lines, the log's expiry and the result, at most once per run token.
+    func drainTerminal(into buffer: inout [UInt8], result: [UInt8], resultTTL: Int, runToken: String) -> Int {
+        var payload: [UInt8] = []
+        var lines: [[UInt8]] = []
+        writer.takePending { p, starts in
+            payload = Array(p)
+            for (i, start) in starts.enumerated() {
+                let end = i + 1 < starts.count ? starts[i + 1] : p.count
+                lines.append(Array(p[start..<(end - 1)]))
+            }
+        }
+        Scripts.appendEval(
+            Scripts.terminal, keys: [tokensKey, logKey, keysResult],
+            args: [payload, Array(String(resultTTL).utf8), Array(logTTL.utf8), Array(runToken.utf8), result] + lines,
+            to: &buffer)
+        return 1
     }
 }

@@ -41,43 +41,29 @@ public final class Worker: Service {
         engine.start()
         try recoverOrphans()
         let runner = JobRunner(
-            settings: .init(worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes),
+            settings: .init(
+                worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes,
+                maxAttempts: config.maxAttempts, maxOutputBytes: config.maxOutputBytes, retryBase: config.retryBaseS, retryCap: config.retryMaxS),
             registry: registry, engine: engine, publisher: publisher, logger: logger)
 
-        let (jobs, jobsIn) = AsyncStream<(String, [UInt8])>.makeStream()
+        let (jobs, jobsIn) = AsyncStream<(String, [UInt8], Bool)>.makeStream()
         let modes = config.modes.keys.sorted()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
         let running = Atomic<Int>(modes.count)
         let fetchers = modes.map { mode in
             JobFetcher(
                 mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, logger: logger,
-                deliver: { raw in jobsIn.yield((mode, raw)) },
+                deliver: { raw, cancelled in jobsIn.yield((mode, raw, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
-        let heartbeat = Heartbeat(
-            id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
-            load: { permits.mapValues(\.inUse) })
-        heartbeat.start()
-        fetchers.forEach { $0.start() }
-        logger.info("worker started", metadata: [
-            "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
-        ])
-
         let drainTimeout = config.drainTimeoutS
         let drainTimer = Mutex<Task<Void, Never>?>(nil)
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for await (mode, raw) in jobs {
-                    let p = permits[mode]!
-                    group.addTask {
-                        await runner.run(raw: raw, mode: mode)
-                        p.release()
-                    }
-                }
-            }
-        } onGracefulShutdown: { [logger] in
-            logger.info("draining: no new jobs; in-flight jobs get \(drainTimeout) s")
-            heartbeat.setState("draining")
+        let draining = Atomic<Bool>(false)
+        let stateBox = Mutex<Heartbeat?>(nil)
+        let startDrain: @Sendable (String) -> Void = { [logger] why in
+            guard !draining.exchange(true, ordering: .relaxed) else { return }
+            logger.info("draining (\(why)): no new jobs; in-flight jobs get \(drainTimeout) s")
+            stateBox.withLock { $0?.setState("draining") }
             fetchers.forEach { $0.stop() }
             drainTimer.withLock {
                 $0 = Task {
@@ -89,10 +75,41 @@ public final class Worker: Service {
                 }
             }
         }
+        let heartbeat = Heartbeat(
+            id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
+            load: { permits.mapValues(\.inUse) }, onDrainRequest: { startDrain("asked through Redis") })
+        stateBox.withLock { $0 = heartbeat }
+        heartbeat.start()
+        let cancels = CancelListener(keys: keys, url: url, logger: logger) { id in runner.cancel(id: id) }
+        cancels.start()
+        fetchers.forEach { $0.start() }
+        logger.info("worker started", metadata: [
+            "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
+        ])
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await (mode, raw, cancelled) in jobs {
+                    let p = permits[mode]!
+                    group.addTask {
+                        await runner.run(raw: raw, mode: mode, cancelRequested: cancelled)
+                        p.release()
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            startDrain("signal")
+        }
+        if draining.load(ordering: .relaxed) && !Task.isShuttingDownGracefully {
+            heartbeat.setState("drained")
+            logger.notice("drained; idle until stopped")
+            try? await gracefulShutdown()
+        }
         drainTimer.withLock { $0?.cancel() }
         await engine.shutdown()
         await publisher.shutdown()
         await heartbeat.stop()
+        cancels.stop()
         logger.info("worker stopped")
     }
 
@@ -105,6 +122,8 @@ public final class Worker: Service {
     /// lists (it crashed or was killed), before taking new jobs.
     func recoverOrphans() throws(LLMQError) {
         let connection = try RedisConnection(url)
+        // A drain request is for the run it was made to, not for a fresh start.
+        try connection.command(["DEL", keys.control(id)])
         let n = try reaper().recover(worker: id, modes: config.modes.keys.sorted(), connection: connection)
         if n > 0 { logger.warning("recovered \(n) jobs a previous run of this worker left in flight") }
     }
