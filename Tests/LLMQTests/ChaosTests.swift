@@ -46,7 +46,7 @@ import Testing
     @Test func upstreamInjects429s503sStallsAndDisconnects() async throws {
         let faults = ["fault=429,retry_after=0", "fault=503", "fault=stall,after_tokens=1", "fault=disconnect,after_tokens=3", "fault=malformed,after_tokens=2"]
         try await Chaos(name: "upstream faults", jobs: Self.jobs, model: { i in
-            i % 3 == 0 ? "sim/sim:tokens=20,delay_ms=5" : "sim/sim:tokens=20,delay_ms=5,\(faults[i % faults.count]),fail_times=1,key=j\(i)-\(UUID().uuidString.prefix(6))"
+            i % 3 == 0 ? "sim/sim:tokens=20,delay_ms=10" : "sim/sim:tokens=20,delay_ms=10,\(faults[i % faults.count]),fail_times=1,key=j\(i)-\(UUID().uuidString.prefix(6))"
         }) { _ in }.run()
     }
 
@@ -85,12 +85,12 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
     private let sampler = SamplerState()
 
     init(name: String, jobs: Int, hostile: Int = 0, persistence: Bool = false, drainTimeout: Double = 5,
-         model: @escaping (Int) -> String = { _ in "sim/sim:tokens=30,delay_ms=5" }, disrupt: @escaping (Chaos) async throws -> Void) async throws {
+         model: @escaping (Int) -> String = { _ in "sim/sim:tokens=40,delay_ms=10" }, disrupt: @escaping (Chaos) async throws -> Void) async throws {
         self.name = name
         env = try TestEnvironment("chaos", persistence: persistence)
         config = try env.writeConfig(
-            workers: 3, modes: ["chat": 16], drainTimeout: drainTimeout,
-            extra: "max_attempts: 6\nretry_base_s: 0.05\nretry_max_s: 0.5\nrestart_backoff_s: 0.05\nrestart_backoff_max_s: 0.2\nmax_job_bytes: 65536\n")
+            workers: 3, modes: ["chat": 8], drainTimeout: drainTimeout,
+            extra: "max_attempts: 6\nretry_base_s: 0.05\nretry_max_s: 0.5\nrestart_backoff_max_s: 0.2\nmax_job_bytes: 65536\n")
         farm = try env.start(["farm", "--config", config])
         redis = try env.client()
         jobCount = jobs

@@ -66,6 +66,11 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         condition.unlock()
     }
 
+    /// Errors that mean "not now" rather than "never": the batch is sent again.
+    static func isTransient(_ e: String) -> Bool {
+        ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"].contains { e.hasPrefix($0) }
+    }
+
     private func loop(_ initial: RedisConnection) {
         var connection: RedisConnection? = initial
         var out: [UInt8] = []
@@ -94,11 +99,14 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                         onReconnect()
                     }
                     try out.withUnsafeBufferPointer { b throws(LLMQError) in try connection!.appendEncoded(b) }
+                    var transient: String?
                     for _ in 0..<n {
                         if case .error(let e) = try connection!.reply() {
-                            logger.error("Redis refused a command", metadata: ["error": "\(e)"])
+                            if Self.isTransient(e) { transient = e } else { logger.error("Redis refused a command", metadata: ["error": "\(e)"]) }
                         }
                     }
+                    // A Redis that is still loading its data refuses the whole batch; send it again once it serves.
+                    if let transient { throw LLMQError.redis(transient) }
                     delivered = true
                 } catch {
                     // Commands of this batch may have been applied already; a resend can repeat some lines,

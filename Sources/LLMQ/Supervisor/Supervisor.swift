@@ -42,19 +42,29 @@ public final class Supervisor: Service {
 
     public func run() async throws {
         logger.info("supervisor starting \(settings.workers) workers")
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for slot in 0..<settings.workers {
-                    group.addTask { await self.keepRunning(slot: slot) }
+        // Cancelled (another service of the group failed) or shut down gracefully: either way the
+        // workers are asked to drain, and the supervisor returns once every one has exited.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    for slot in 0..<settings.workers {
+                        group.addTask { await self.keepRunning(slot: slot) }
+                    }
                 }
+            } onGracefulShutdown: {
+                self.drainAll()
             }
-        } onGracefulShutdown: {
-            self.stopping.store(true, ordering: .relaxed)
-            let all = self.children.withLock { Array($0.values) }
-            self.logger.info("supervisor draining \(all.count) workers")
-            all.forEach { $0.signal(SIGTERM) }
+        } onCancel: {
+            self.drainAll()
         }
         logger.info("supervisor stopped; all workers exited")
+    }
+
+    private func drainAll() {
+        stopping.store(true, ordering: .relaxed)
+        let all = children.withLock { Array($0.values) }
+        logger.info("supervisor draining \(all.count) workers")
+        all.forEach { $0.signal(SIGTERM) }
     }
 
     private func keepRunning(slot: Int) async {

@@ -99,8 +99,13 @@ public final class JobFetcher: Sendable {
             }
             guard permits.acquire() else { break }
             do {
-                guard case .string(let job) = try connection!.command(blmove) else {
+                let reply = try connection!.command(blmove)
+                guard case .string(let job) = reply else {
                     permits.release()
+                    if case .error(let e) = reply {
+                        logger.warning("Redis refused BLMOVE, retrying", metadata: ["mode": "\(mode)", "error": "\(e)"])
+                        Thread.sleep(forTimeInterval: 0.1)
+                    }
                     continue
                 }
                 try hand(over: [job], connection!)

@@ -108,6 +108,8 @@ public struct Reaper: Sendable {
         let newRaw = JSONValue.object(o).jsonBytes
         Scripts.appendEval(Scripts.requeue, keys: [inflight, keys.queue(mode)], args: [raw, newRaw], to: &cmds)
         try run(cmds, count: n + 1, c)
+        FarmMetrics.requeued(mode: mode, reason: "worker_lost")
+        if outputStarted { FarmMetrics.retry(mode: mode, reason: "worker_lost") }
         logger.warning("put back a job a lost worker held", metadata: [
             "request_id": "\(id)", "dead_worker": "\(worker)", "attempt": "\(attempt)", "output_started": "\(outputStarted)",
         ])
