@@ -15,6 +15,11 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var maxJobBytes: Int = 1 << 20
     /// Attempts a job gets when it does not say (`max_attempts`).
     public var maxAttempts: Int = 3
+    /// Largest answer a job may produce, bytes.
+    public var maxOutputBytes: Int = 4 << 20
+    /// Backoff between attempts: first delay and cap, seconds (full jitter, Retry-After honoured).
+    public var retryBaseS: Double = 0.25
+    public var retryMaxS: Double = 10
     public var modes: [String: ModeConfig] = FarmConfig.defaultModes
     public var providers: [String: ProviderConfig] = [:]
     public var routes: [String: [String]] = [:]
@@ -23,6 +28,11 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Restart backoff of the supervisor, seconds (doubles per quick crash, up to the max).
     public var restartBackoffS: Double = 0.5
     public var restartBackoffMaxS: Double = 30
+    /// Port of /metrics, /healthz and /readyz (`llmq farm`; `llmq worker` takes `--http-port`); 0 turns them off.
+    public var httpPort: Int = 9464
+    /// Address they listen on.
+    public var httpHost: String = "0.0.0.0"
+    public var tracing: TracingConfig = TracingConfig()
 
     public static let defaultModes: [String: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -37,10 +47,16 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case logTTLS = "log_ttl_s"
         case maxJobBytes = "max_job_bytes"
         case maxAttempts = "max_attempts"
+        case maxOutputBytes = "max_output_bytes"
+        case retryBaseS = "retry_base_s"
+        case retryMaxS = "retry_max_s"
         case logLevel = "log_level"
         case logFormat = "log_format"
         case restartBackoffS = "restart_backoff_s"
         case restartBackoffMaxS = "restart_backoff_max_s"
+        case httpPort = "http_port"
+        case httpHost = "http_host"
+        case tracing
     }
 
     public init(from decoder: Decoder) throws {
@@ -54,6 +70,9 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         logTTLS = try c.decodeIfPresent(Int.self, forKey: .logTTLS) ?? d.logTTLS
         maxJobBytes = try c.decodeIfPresent(Int.self, forKey: .maxJobBytes) ?? d.maxJobBytes
         maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? d.maxAttempts
+        maxOutputBytes = try c.decodeIfPresent(Int.self, forKey: .maxOutputBytes) ?? d.maxOutputBytes
+        retryBaseS = try c.decodeIfPresent(Double.self, forKey: .retryBaseS) ?? d.retryBaseS
+        retryMaxS = try c.decodeIfPresent(Double.self, forKey: .retryMaxS) ?? d.retryMaxS
         modes = try c.decodeIfPresent([String: ModeConfig].self, forKey: .modes) ?? d.modes
         providers = try c.decodeIfPresent([String: ProviderConfig].self, forKey: .providers) ?? d.providers
         routes = try c.decodeIfPresent([String: [String]].self, forKey: .routes) ?? d.routes
@@ -61,6 +80,9 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         logFormat = try c.decodeIfPresent(String.self, forKey: .logFormat) ?? d.logFormat
         restartBackoffS = try c.decodeIfPresent(Double.self, forKey: .restartBackoffS) ?? d.restartBackoffS
         restartBackoffMaxS = try c.decodeIfPresent(Double.self, forKey: .restartBackoffMaxS) ?? d.restartBackoffMaxS
+        httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
+        httpHost = try c.decodeIfPresent(String.self, forKey: .httpHost) ?? d.httpHost
+        tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
@@ -89,6 +111,21 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var connectTimeoutS: Double = 10
     /// Extra header lines sent with every request, e.g. `{"OpenAI-Organization": "org-1"}`.
     public var headers: [String: String] = [:]
+    /// Azure's `api-version` query parameter, or Anthropic's `anthropic-version` header.
+    public var apiVersion: String?
+    /// Azure: the deployment to call when it differs from the route's model name.
+    public var deployment: String?
+    /// max_tokens for jobs that do not say (Anthropic requires one; 4096 when unset there).
+    public var maxTokens: Int?
+    /// Upstream requests one worker process runs at once to this provider; nil is unlimited.
+    public var maxConcurrency: Int?
+    /// Farm-wide pause after a 429 without a Retry-After hint, or after repeated failures; 0 turns the shared cooldown off
+    /// (the default for kind sim).
+    public var cooldownS: Double = 5
+    /// Longest farm-wide pause, whatever the provider's Retry-After or reset headers say.
+    public var cooldownMaxS: Double = 60
+    /// Consecutive failures (5xx, connect errors, timeouts), counted across the farm, that start a cooldown; 0 never.
+    public var failuresBeforeCooldown: Int = 5
 
     public init(kind: String, baseURL: String? = nil, apiKeyEnv: String? = nil, timeoutS: Double = 120, idleTimeoutS: Double = 30) {
         self.kind = kind
@@ -106,6 +143,13 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case timeoutS = "timeout_s"
         case idleTimeoutS = "idle_timeout_s"
         case connectTimeoutS = "connect_timeout_s"
+        case apiVersion = "api_version"
+        case deployment
+        case maxTokens = "max_tokens"
+        case maxConcurrency = "max_concurrency"
+        case cooldownS = "cooldown_s"
+        case cooldownMaxS = "cooldown_max_s"
+        case failuresBeforeCooldown = "failures_before_cooldown"
     }
 
     public init(from decoder: Decoder) throws {
@@ -118,6 +162,15 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         idleTimeoutS = try c.decodeIfPresent(Double.self, forKey: .idleTimeoutS) ?? 30
         connectTimeoutS = try c.decodeIfPresent(Double.self, forKey: .connectTimeoutS) ?? 10
         headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+        apiVersion = try c.decodeIfPresent(String.self, forKey: .apiVersion)
+        deployment = try c.decodeIfPresent(String.self, forKey: .deployment)
+        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+        maxConcurrency = try c.decodeIfPresent(Int.self, forKey: .maxConcurrency)
+        // The sim's model names script each request (fault=429 for one, tokens=3 for the next), so one
+        // scripted 429 must not cool the others down: off unless asked for.
+        cooldownS = try c.decodeIfPresent(Double.self, forKey: .cooldownS) ?? (kind == ProviderKind.sim.rawValue ? 0 : 5)
+        cooldownMaxS = try c.decodeIfPresent(Double.self, forKey: .cooldownMaxS) ?? 60
+        failuresBeforeCooldown = try c.decodeIfPresent(Int.self, forKey: .failuresBeforeCooldown) ?? 5
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !CodingKeys.allCases.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
             throw DecodingError.dataCorrupted(.init(codingPath: [AnyKey(k)], debugDescription: "unknown key \"\(k)\""))

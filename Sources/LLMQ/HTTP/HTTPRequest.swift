@@ -30,6 +30,7 @@ public struct HTTPResult: Sendable {
         case idleTimeout
         case drain
         case decoder
+        case outputLimit
     }
 
     public var status: Int = 0
@@ -41,6 +42,8 @@ public struct HTTPResult: Sendable {
     /// The body of a non-2xx response (first 64 KiB).
     public var errorBody: [UInt8] = []
     public var aborted: Abort?
+
+    public init() {}
 
     public var isHTTPSuccess: Bool { status >= 200 && status < 300 }
     public var completed: Bool { curlCode == 0 && aborted == nil }
@@ -63,6 +66,8 @@ public protocol OutputSink: AnyObject, Sendable {
 /// Output of one transfer that the engine drains into the sink after each round.
 public protocol PendingOutput: AnyObject {
     var hasPending: Bool { get }
+    /// The request's output outgrew its limit; the transfer should stop.
+    var exceeded: Bool { get }
     /// Appends encoded commands for what is pending; returns how many.
     func drain(into buffer: inout [UInt8]) -> Int
 }

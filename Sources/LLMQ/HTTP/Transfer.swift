@@ -52,9 +52,15 @@ final class Transfer: @unchecked Sendable {
         lastDataAt = Clock.nowNanos()
         if result.status == 0 { result.status = easy?.responseCode ?? 0 }
         if result.isHTTPSuccess {
-            if decoder.consume(bytes) { return true }
-            result.aborted = .decoder
-            return false
+            guard decoder.consume(bytes) else {
+                result.aborted = .decoder
+                return false
+            }
+            if output?.exceeded == true {
+                result.aborted = .outputLimit
+                return false
+            }
+            return true
         }
         let room = 65536 - result.errorBody.count
         if room > 0 { result.errorBody.append(contentsOf: UnsafeBufferPointer(rebasing: bytes.prefix(room))) }

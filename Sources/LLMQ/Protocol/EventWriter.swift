@@ -34,8 +34,14 @@ public final class EventWriter: @unchecked Sendable {
         public var argumentsEscaped: [UInt8]
     }
 
-    public init(id: String) {
+    /// Largest answer accepted, bytes of escaped text and tool-call arguments.
+    public let maxOutputBytes: Int
+    /// Whether the answer outgrew `maxOutputBytes`; the transfer is then cut.
+    public var exceeded: Bool { textEscaped.count > maxOutputBytes }
+
+    public init(id: String, maxOutputBytes: Int = Int.max) {
         self.id = id
+        self.maxOutputBytes = maxOutputBytes
         var q: [UInt8] = []
         JSONWriter.appendQuoted(id, to: &q)
         quotedID = q

@@ -90,6 +90,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                     if connection == nil {
                         connection = try RedisConnection(url)
                         logger.warning("reconnected to Redis", metadata: ["redis": "\(url)"])
+                        FarmMetrics.redisReconnect(component: "publish")
                         onReconnect()
                     }
                     try out.withUnsafeBufferPointer { b throws(LLMQError) in try connection!.appendEncoded(b) }

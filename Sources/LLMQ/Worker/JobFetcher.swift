@@ -11,7 +11,8 @@ public final class JobFetcher: Sendable {
     let inflightKey: [UInt8]
     let url: RedisURL
     let permits: Permits
-    let deliver: @Sendable ([UInt8]) -> Void
+    let deliver: @Sendable ([UInt8], Bool) -> Void
+    let keys: Keys
     let onExit: @Sendable () -> Void
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
@@ -19,11 +20,12 @@ public final class JobFetcher: Sendable {
     static let blockSeconds = "0.5"
 
     public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, logger: Logger,
-                deliver: @escaping @Sendable ([UInt8]) -> Void, onExit: @escaping @Sendable () -> Void) {
+                deliver: @escaping @Sendable (_ job: [UInt8], _ cancelRequested: Bool) -> Void, onExit: @escaping @Sendable () -> Void) {
         self.mode = mode
         queueKey = Array(keys.queue(mode).utf8)
         inflightKey = Array(keys.inflight(mode, worker: worker).utf8)
         self.url = url
+        self.keys = keys
         self.permits = permits
         self.deliver = deliver
         self.onExit = onExit
@@ -46,6 +48,37 @@ public final class JobFetcher: Sendable {
     }
 
     private var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    /// Delivers fetched jobs, each with whether its cancel key is set (one pipelined round trip).
+    private func hand(over jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) {
+        let ids = jobs.map(Self.peekID)
+        var asked = 0
+        for id in ids {
+            guard let id else { continue }
+            try c.append(["EXISTS", keys.cancel(id)])
+            asked += 1
+        }
+        var flags: [Bool] = []
+        for _ in 0..<asked { flags.append(try c.reply().integer == 1) }
+        var k = 0
+        for (job, id) in zip(jobs, ids) {
+            var cancelled = false
+            if id != nil {
+                cancelled = flags[k]
+                k += 1
+            }
+            deliver(job, cancelled)
+        }
+    }
+
+    /// The job's id when the bytes are a JSON object with a valid one; the parser says the rest later.
+    static func peekID(_ raw: [UInt8]) -> String? {
+        raw.withUnsafeBufferPointer { b in
+            let s = JSONScanner(b)
+            guard let top = s.validate(), s.isObject(top), let v = s.member(top, "id"), let id = s.string(v), Job.isValidID(id) else { return nil }
+            return id
+        }
+    }
 
     private func loop() {
         var connection: RedisConnection?
@@ -70,21 +103,23 @@ public final class JobFetcher: Sendable {
                     permits.release()
                     continue
                 }
-                deliver(job)
+                try hand(over: [job], connection!)
                 // A backlog is drained in pipelined batches rather than one round trip per job.
                 var extra = permits.tryAcquire(max: 32)
                 while extra > 0 && !isStopping {
                     for _ in 0..<extra { try connection!.append(lmove) }
-                    var got = 0
+                    var got: [[UInt8]] = []
                     for _ in 0..<extra {
-                        if case .string(let j) = try connection!.reply() { deliver(j); got += 1 } else { permits.release() }
+                        if case .string(let j) = try connection!.reply() { got.append(j) } else { permits.release() }
                     }
-                    extra = got == extra ? permits.tryAcquire(max: 32) : 0
+                    try hand(over: got, connection!)
+                    extra = got.count == extra ? permits.tryAcquire(max: 32) : 0
                 }
             } catch {
                 // A BLMOVE may have moved a job before the connection broke; it stays in the
                 // in-flight list and is recovered when this worker (or the reaper) restarts it.
                 permits.release()
+                FarmMetrics.redisReconnect(component: "fetch")
                 logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(mode)", "error": "\(error.message)"])
                 connection = nil
             }

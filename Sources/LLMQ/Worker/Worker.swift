@@ -41,23 +41,27 @@ public final class Worker: Service {
         engine.start()
         try recoverOrphans()
         let runner = JobRunner(
-            settings: .init(worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes),
+            settings: .init(
+                worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes,
+                maxAttempts: config.maxAttempts, maxOutputBytes: config.maxOutputBytes, retryBase: config.retryBaseS, retryCap: config.retryMaxS),
             registry: registry, engine: engine, publisher: publisher, logger: logger)
 
-        let (jobs, jobsIn) = AsyncStream<(String, [UInt8])>.makeStream()
+        let (jobs, jobsIn) = AsyncStream<(String, [UInt8], Bool)>.makeStream()
         let modes = config.modes.keys.sorted()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
         let running = Atomic<Int>(modes.count)
         let fetchers = modes.map { mode in
             JobFetcher(
                 mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, logger: logger,
-                deliver: { raw in jobsIn.yield((mode, raw)) },
+                deliver: { raw, cancelled in jobsIn.yield((mode, raw, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
         let heartbeat = Heartbeat(
             id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
             load: { permits.mapValues(\.inUse) })
         heartbeat.start()
+        let cancels = CancelListener(keys: keys, url: url, logger: logger) { id in runner.cancel(id: id) }
+        cancels.start()
         fetchers.forEach { $0.start() }
         logger.info("worker started", metadata: [
             "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
@@ -65,13 +69,24 @@ public final class Worker: Service {
 
         let drainTimeout = config.drainTimeoutS
         let drainTimer = Mutex<Task<Void, Never>?>(nil)
+        // Jobs running per mode, for the gauges (a fetcher waiting in BLMOVE holds a permit but no job).
+        let held = Mutex<[String: Int]>([:])
+        let holding = { @Sendable (mode: String, change: Int) in
+            let n = held.withLock { h in
+                h[mode, default: 0] += change
+                return h[mode]!
+            }
+            FarmMetrics.permits(mode: mode, inUse: n, capacity: permits[mode]!.capacity)
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                for await (mode, raw) in jobs {
+                for await (mode, raw, cancelled) in jobs {
                     let p = permits[mode]!
+                    holding(mode, 1)
                     group.addTask {
-                        await runner.run(raw: raw, mode: mode)
+                        await runner.run(raw: raw, mode: mode, cancelRequested: cancelled)
                         p.release()
+                        holding(mode, -1)
                     }
                 }
             }
@@ -93,6 +108,7 @@ public final class Worker: Service {
         await engine.shutdown()
         await publisher.shutdown()
         await heartbeat.stop()
+        cancels.stop()
         logger.info("worker stopped")
     }
 
