@@ -5,7 +5,7 @@ BENCH_DEBS := nginx-light gcc python3-venv
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 
-.PHONY: all deps bench-deps build release run test bench chaos clean
+.PHONY: all deps pydeps bench-deps build release run test bench chaos clean
 
 all: deps build
 
@@ -17,6 +17,12 @@ deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+
+# The Kubernetes manifests in Ops/ are checked against their schemas with kubernetes-validate (PyPI, works offline).
+pydeps:
+	@python3 -c "import yaml, jsonschema, kubernetes_validate" 2>/dev/null || \
+		python3 -m pip install -q --disable-pip-version-check pyyaml jsonschema kubernetes-validate || \
+		python3 -m pip install -q --disable-pip-version-check --break-system-packages pyyaml jsonschema kubernetes-validate
 
 bench-deps:
 	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -34,7 +40,7 @@ release: deps
 run: build
 	$(LLMQ) dev
 
-test: build
+test: build pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

@@ -7,12 +7,15 @@ struct SimCompletionEndpoint: Sendable {
     let state: SimState
     let player: SimStreamPlayer
 
-    func respond(to request: Request, context: some RequestContext) async throws -> Response {
+    /// `deployment` is the model named by the path (Azure's `/openai/deployments/NAME/…`).
+    func respond(to request: Request, context: some RequestContext, deployment: String? = nil) async throws -> Response {
         var request = request
         let serial = await self.state.admit()
         let bytes = try await request.collectBody(upTo: context.maxUploadSize)
         do {
-            return try await self.answer(request, body: SimRequestBody.decode(bytes), serial: serial)
+            var body = try SimRequestBody.decode(bytes)
+            if let deployment { body.model = deployment }
+            return try await self.answer(request, body: body, serial: serial)
         } catch {
             return error.response
         }
@@ -21,6 +24,10 @@ struct SimCompletionEndpoint: Sendable {
     private func answer(_ request: Request, body: SimRequestBody, serial: Int) async throws(SimAPIError) -> Response {
         let model = body.model ?? "sim-1"
         let knobs = try SimKnobs(model: model, headers: request.headers)
+        try SimWireFormat.openAI.checkAuth(knobs, request: request)
+        if knobs.fault == .safety {
+            throw .invalidKnob("Sim knob 'fault=safety' applies to Gemini's endpoints only.")
+        }
         if knobs.tool != nil, self.endpoint == .text {
             throw .invalidKnob("Sim knob 'tool' applies to /v1/chat/completions only.")
         }
@@ -33,7 +40,9 @@ struct SimCompletionEndpoint: Sendable {
         if let error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
             throw error
         }
-        let transcript = SimTranscript(knobs: knobs, tokenLimit: body.tokenLimit, promptTokens: body.promptTokens)
+        let transcript = SimTranscript(
+            knobs: knobs, tokenLimit: body.tokenLimit, promptTokens: body.promptTokens,
+            output: SimStructuredOutput(openAI: body.responseFormat))
         let formatter = SimCompletionFormatter(
             endpoint: self.endpoint, serial: serial, created: Int(Date().timeIntervalSince1970), model: model)
 
@@ -86,6 +95,7 @@ struct SimCompletionEndpoint: Sendable {
         case .stall: [.hang(seconds: SimStreamPlayer.hangSeconds)]
         case .disconnect: [.cut]
         case .malformed: [.write(SimCompletionFormatter.malformed)]
+        case .errorEvent: [.write(SimCompletionFormatter.errorEvent), .end]
         default: []
         }
     }

@@ -12,6 +12,8 @@ struct SimCompletionFormatter: Sendable {
 
     static let done = ByteBuffer(string: "data: [DONE]\n\n")
     static let malformed = ByteBuffer(string: "data: {not json\n\n")
+    static let errorEvent = ByteBuffer(
+        string: #"data: {"error":{"message":"The server had an error while processing your request (simulated).","type":"server_error","param":null,"code":null}}"# + "\n\n")
     static let toolCallID = "call_sim_1"
 
     var endpoint: Endpoint

@@ -7,12 +7,15 @@ struct SimEmbeddingEndpoint: Sendable {
     let state: SimState
     let player: SimStreamPlayer
 
-    func respond(to request: Request, context: some RequestContext) async throws -> Response {
+    /// `deployment` is the model named by the path (Azure's `/openai/deployments/NAME/…`).
+    func respond(to request: Request, context: some RequestContext, deployment: String? = nil) async throws -> Response {
         var request = request
         _ = await self.state.admit()
         let bytes = try await request.collectBody(upTo: context.maxUploadSize)
         do {
-            return try await self.answer(request, body: SimRequestBody.decode(bytes))
+            var body = try SimRequestBody.decode(bytes)
+            if let deployment { body.model = deployment }
+            return try await self.answer(request, body: body)
         } catch {
             return error.response
         }
@@ -21,6 +24,7 @@ struct SimEmbeddingEndpoint: Sendable {
     private func answer(_ request: Request, body: SimRequestBody) async throws(SimAPIError) -> Response {
         let model = body.model ?? "sim-embed-1"
         let knobs = try SimKnobs(model: model, headers: request.headers)
+        try SimWireFormat.openAI.checkAuth(knobs, request: request)
         guard let inputs = body.input?.pieces, !inputs.isEmpty else {
             throw SimAPIError(
                 status: .badRequest, message: "'input' is required: a string or a list of strings.",

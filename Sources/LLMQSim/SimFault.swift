@@ -7,12 +7,18 @@ enum SimFault: String, Sendable, CaseIterable {
     case notFound = "404"
     case serverError = "500"
     case overloaded = "503"
+    /// Anthropic's overload: 529 with an overloaded_error body.
+    case overloaded529 = "529"
     /// Sends some tokens, then nothing, holding the connection until the client leaves.
     case stall
     /// Sends some tokens, then closes the connection without finishing the response.
     case disconnect
     /// Sends some tokens, then an event that is not JSON, then carries on.
     case malformed
+    /// Sends some tokens, then the format's own in-stream error event, and ends the body.
+    case errorEvent = "error_event"
+    /// Gemini only: the prompt is blocked for safety (a 200 whose stream says promptFeedback.blockReason).
+    case safety
 
     /// The error answered instead of a body, or nil for faults that happen mid-body.
     func apiError(model: String, retryAfter: Int?) -> SimAPIError? {
@@ -71,7 +77,15 @@ enum SimFault: String, Sendable, CaseIterable {
                 code: nil,
                 retryAfter: retryAfter
             )
-        case .stall, .disconnect, .malformed:
+        case .overloaded529:
+            return SimAPIError(
+                status: .init(code: 529, reasonPhrase: "Overloaded"),
+                message: "Overloaded (simulated).",
+                type: "overloaded_error",
+                code: nil,
+                retryAfter: retryAfter
+            )
+        case .stall, .disconnect, .malformed, .errorEvent, .safety:
             return nil
         }
     }

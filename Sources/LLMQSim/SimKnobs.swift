@@ -6,7 +6,7 @@ import Hummingbird
 /// and in the `X-Sim` header; the header wins knob by knob.
 struct SimKnobs: Sendable {
     static let names = [
-        "tokens", "delay_ms", "first_ms", "dim", "fault", "retry_after", "after_tokens", "fail_times", "key", "tool",
+        "tokens", "delay_ms", "first_ms", "dim", "fault", "retry_after", "after_tokens", "fail_times", "key", "tool", "auth",
     ]
 
     var tokens = 20
@@ -22,6 +22,8 @@ struct SimKnobs: Sendable {
     var key = ""
     /// Answer with a call of this tool instead of text.
     var tool: String?
+    /// The API key the request must carry (in the header its wire format uses); others get 401.
+    var auth: String?
 
     init() {}
 
@@ -72,6 +74,7 @@ struct SimKnobs: Sendable {
         case "after_tokens": self.afterTokens = try Self.number(value, knob: name, in: 0...100_000)
         case "fail_times": self.failTimes = try Self.number(value, knob: name, in: 0...1_000_000)
         case "key": self.key = value
+        case "auth": self.auth = value
         case "tool":
             guard !value.isEmpty else { throw .invalidKnob("Sim knob 'tool' needs a tool name.") }
             self.tool = value

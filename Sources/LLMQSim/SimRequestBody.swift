@@ -21,12 +21,17 @@ struct SimRequestBody: Decodable, Sendable {
     var maxTokens: Int?
     var maxCompletionTokens: Int?
     var dimensions: Int?
+    var responseFormat: SimValue?
 
     static func decode(_ bytes: ByteBuffer) throws(SimAPIError) -> SimRequestBody {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         do {
-            return try decoder.decode(SimRequestBody.self, from: Data(bytes.readableBytesView))
+            let data = Data(bytes.readableBytesView)
+            var body = try decoder.decode(SimRequestBody.self, from: data)
+            // Read again without key conversion: a schema's own keys must stay as written.
+            body.responseFormat = try JSONDecoder().decode(ResponseFormat.self, from: data).responseFormat
+            return body
         } catch {
             throw SimAPIError(
                 status: .badRequest,
@@ -35,6 +40,11 @@ struct SimRequestBody: Decodable, Sendable {
                 code: "invalid_json"
             )
         }
+    }
+
+    private struct ResponseFormat: Decodable {
+        var responseFormat: SimValue?
+        enum CodingKeys: String, CodingKey { case responseFormat = "response_format" }
     }
 
     var wantsUsage: Bool { self.streamOptions?.includeUsage ?? false }

@@ -9,4 +9,6 @@ enum SimStep: Sendable {
     case hang(seconds: Int)
     /// Close the connection without finishing the response.
     case cut
+    /// Finish the response here, properly, skipping the steps after it.
+    case end
 }

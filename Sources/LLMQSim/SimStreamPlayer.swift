@@ -88,6 +88,8 @@ struct SimStreamPlayer: Sendable {
                 throw Cut()
             case .cut:
                 throw Cut()
+            case .end:
+                return
             }
         }
     }

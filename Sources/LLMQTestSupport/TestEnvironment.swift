@@ -63,6 +63,7 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
             drain_timeout_s: \(drainTimeout)
             restart_backoff_s: 0.1
             log_level: info
+            http_port: 0
             modes:
 
             """

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import LLMQ
+import LLMQMonitoring
 import Logging
 import ServiceLifecycle
 
@@ -13,19 +15,45 @@ struct FarmCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Worker processes, overriding the file.")
     var workers: Int?
 
+    @Option(name: .customLong("http-port"), help: "Port of /metrics, /healthz and /readyz, overriding http_port (0: off).")
+    var httpPort: Int?
+
     func run() async throws {
         var config = try options.load()
         if let workers { config.workers = workers }
+        if let httpPort { config.httpPort = httpPort }
         try ConfigLoader.validate(config, source: options.config ?? "the defaults")
         LogSetup.bootstrap(level: config.logLevel, format: config.logFormat)
+        if config.httpPort > 0 { try MonitoringServer.checkPort(host: config.httpHost, port: config.httpPort) }
         let logger = Logger(label: "llmq.farm")
+        let registry = TelemetrySetup.bootstrapMetrics()
+        let readiness = Readiness()
+        // Each worker rewrites its metrics into this folder every second; /metrics merges them.
+        let metricsDir = NSTemporaryDirectory() + "llmq-farm-\(getpid())"
+        try FileManager.default.createDirectory(atPath: metricsDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: metricsDir) }
+        FarmMetrics.primeWorkerRestarts(slots: config.workers)
+
         let supervisor = Supervisor(
             settings: .init(
-                workers: config.workers, workerArguments: ["worker", "--slot", "{slot}"] + options.forwarded,
+                workers: config.workers,
+                workerArguments: ["worker", "--slot", "{slot}", "--metrics-file", "\(metricsDir)/worker-{slot}.prom"] + options.forwarded,
                 restartBackoff: config.restartBackoffS, restartBackoffMax: config.restartBackoffMaxS),
-            logger: logger)
+            logger: logger,
+            onRestart: { slot in FarmMetrics.workerRestart(slot: slot) })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if config.httpPort > 0 {
+            services.append(.init(service: MonitoringServer(
+                host: config.httpHost, port: config.httpPort, readiness: readiness, logger: logger,
+                render: { MetricsBackend.exposition(registry: registry, workersDirectory: metricsDir) })))
+            services.append(.init(service: QueueSampler(
+                url: try RedisURL(config.redis), keys: Keys(prefix: config.prefix), modes: config.modes.keys.sorted(),
+                readiness: readiness, logger: logger)))
+        }
+        services.append(.init(service: supervisor))
+        services.append(.init(service: DrainWatch(readiness: readiness)))
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: supervisor)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

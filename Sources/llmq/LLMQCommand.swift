@@ -8,6 +8,7 @@ struct LLMQCommand: AsyncParsableCommand {
         abstract: "A Redis-fed worker farm that streams LLM completions as NDJSON events.",
         subcommands: [
             DevCommand.self, FarmCommand.self, WorkerCommand.self, SimCommand.self, EnqueueCommand.self, TailCommand.self, CancelCommand.self,
+            StatsCommand.self, DeadCommand.self, DrainCommand.self,
         ]
     )
 }

@@ -42,6 +42,13 @@ public enum ConfigLoader {
             guard let n = Double(v) else { throw .configuration("LLMQ_DRAIN_TIMEOUT_S=\(v) is not a number") }
             c.drainTimeoutS = n
         }
+        if let v = env["LLMQ_HTTP_PORT"], !v.isEmpty {
+            guard let n = Int(v) else { throw .configuration("LLMQ_HTTP_PORT=\(v) is not a whole number") }
+            c.httpPort = n
+        }
+        // The OpenTelemetry SDKs' standard variables, so collectors configured for them work unchanged.
+        if let v = env["OTEL_EXPORTER_OTLP_ENDPOINT"], !v.isEmpty { c.tracing.otlpEndpoint = v }
+        if let v = env["OTEL_SERVICE_NAME"], !v.isEmpty { c.tracing.serviceName = v }
     }
 
     public static func validate(_ c: FarmConfig, source: String) throws(LLMQError) {
@@ -57,6 +64,9 @@ public enum ConfigLoader {
             throw bad("log_level", "must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard ["text", "json"].contains(c.logFormat) else { throw bad("log_format", "must be text or json") }
+        guard c.httpPort >= 0 && c.httpPort <= 65535 else { throw bad("http_port", "must be from 0 (off) to 65535, got \(c.httpPort)") }
+        guard !c.httpHost.isEmpty else { throw bad("http_host", "must be an address such as 0.0.0.0 or 127.0.0.1") }
+        try TracingConfig.validate(c.tracing, bad: bad)
         guard !c.modes.isEmpty else { throw bad("modes", "must name at least one mode") }
         for (mode, m) in c.modes {
             guard Job.isValidID(mode) else { throw bad("modes.\(mode)", "is not a valid mode name (A-Z a-z 0-9 . _ : -)") }
@@ -73,6 +83,7 @@ public enum ConfigLoader {
                 throw bad("providers.\(name).base_url", "must start with http:// or https://, got \(u)")
             }
             guard p.timeoutS > 0, p.idleTimeoutS > 0 else { throw bad("providers.\(name)", "timeouts must be greater than 0") }
+            try validateProvider(name, p, bad)
         }
         for (route, targets) in c.routes {
             guard !targets.isEmpty else { throw bad("routes.\(route)", "must list at least one PROVIDER/MODEL") }
@@ -81,6 +92,31 @@ public enum ConfigLoader {
                     throw bad("routes.\(route)", "target \"\(t)\" must be PROVIDER/MODEL with a provider defined under providers")
                 }
             }
+        }
+    }
+
+    /// The provider keys that depend on the kind: presets, limits and the shared cooldown.
+    static func validateProvider(_ name: String, _ p: ProviderConfig, _ bad: (String, String) -> LLMQError) throws(LLMQError) {
+        let kind = ProviderKind(rawValue: p.kind)!
+        let key = "providers.\(name)"
+        if let n = p.maxConcurrency, n < 1 { throw bad("\(key).max_concurrency", "must be at least 1 (leave it out for no limit), got \(n)") }
+        if let n = p.maxTokens, n < 1 { throw bad("\(key).max_tokens", "must be at least 1, got \(n)") }
+        guard p.cooldownS >= 0 else { throw bad("\(key).cooldown_s", "must be 0 (off) or more, got \(p.cooldownS)") }
+        guard p.cooldownMaxS >= p.cooldownS else { throw bad("\(key).cooldown_max_s", "must be at least cooldown_s (\(p.cooldownS)), got \(p.cooldownMaxS)") }
+        guard p.failuresBeforeCooldown >= 0 else { throw bad("\(key).failures_before_cooldown", "must be 0 (never) or more") }
+        if p.deployment != nil && kind != .azure { throw bad("\(key).deployment", "applies to kind azure only") }
+        if p.apiVersion != nil && kind != .azure && kind != .anthropic {
+            throw bad("\(key).api_version", "applies to kinds azure (api-version) and anthropic (anthropic-version) only")
+        }
+        if kind == .azure && p.baseURL == nil {
+            throw bad("\(key).base_url", "is needed for kind azure: your resource's endpoint, e.g. https://NAME.openai.azure.com")
+        }
+        let hasKey = p.apiKeyEnv != nil || p.apiKeyFile != nil
+        if kind == .azure && !hasKey && !p.headers.keys.contains(where: { ["authorization", "api-key"].contains($0.lowercased()) }) {
+            throw bad(key, "of kind azure needs an API key: set api_key_env or api_key_file (or an Authorization header for Entra ID tokens)")
+        }
+        if kind.needsKeyByDefault && kind != .azure && p.baseURL == nil && !hasKey {
+            throw bad(key, "of kind \(kind.rawValue) needs an API key: set api_key_env (a variable's name) or api_key_file")
         }
     }
 

@@ -28,6 +28,11 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Restart backoff of the supervisor, seconds (doubles per quick crash, up to the max).
     public var restartBackoffS: Double = 0.5
     public var restartBackoffMaxS: Double = 30
+    /// Port of /metrics, /healthz and /readyz (`llmq farm`; `llmq worker` takes `--http-port`); 0 turns them off.
+    public var httpPort: Int = 9464
+    /// Address they listen on.
+    public var httpHost: String = "0.0.0.0"
+    public var tracing: TracingConfig = TracingConfig()
 
     public static let defaultModes: [String: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -49,6 +54,9 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case logFormat = "log_format"
         case restartBackoffS = "restart_backoff_s"
         case restartBackoffMaxS = "restart_backoff_max_s"
+        case httpPort = "http_port"
+        case httpHost = "http_host"
+        case tracing
     }
 
     public init(from decoder: Decoder) throws {
@@ -72,6 +80,9 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         logFormat = try c.decodeIfPresent(String.self, forKey: .logFormat) ?? d.logFormat
         restartBackoffS = try c.decodeIfPresent(Double.self, forKey: .restartBackoffS) ?? d.restartBackoffS
         restartBackoffMaxS = try c.decodeIfPresent(Double.self, forKey: .restartBackoffMaxS) ?? d.restartBackoffMaxS
+        httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
+        httpHost = try c.decodeIfPresent(String.self, forKey: .httpHost) ?? d.httpHost
+        tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
@@ -108,7 +119,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var maxTokens: Int?
     /// Upstream requests one worker process runs at once to this provider; nil is unlimited.
     public var maxConcurrency: Int?
-    /// Farm-wide pause after a 429 without a Retry-After hint, or after repeated failures; 0 turns the shared cooldown off.
+    /// Farm-wide pause after a 429 without a Retry-After hint, or after repeated failures; 0 turns the shared cooldown off
+    /// (the default for kind sim).
     public var cooldownS: Double = 5
     /// Longest farm-wide pause, whatever the provider's Retry-After or reset headers say.
     public var cooldownMaxS: Double = 60
@@ -154,7 +166,9 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         deployment = try c.decodeIfPresent(String.self, forKey: .deployment)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
         maxConcurrency = try c.decodeIfPresent(Int.self, forKey: .maxConcurrency)
-        cooldownS = try c.decodeIfPresent(Double.self, forKey: .cooldownS) ?? 5
+        // The sim's model names script each request (fault=429 for one, tokens=3 for the next), so one
+        // scripted 429 must not cool the others down: off unless asked for.
+        cooldownS = try c.decodeIfPresent(Double.self, forKey: .cooldownS) ?? (kind == ProviderKind.sim.rawValue ? 0 : 5)
         cooldownMaxS = try c.decodeIfPresent(Double.self, forKey: .cooldownMaxS) ?? 60
         failuresBeforeCooldown = try c.decodeIfPresent(Int.self, forKey: .failuresBeforeCooldown) ?? 5
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !CodingKeys.allCases.contains(where: { $0.rawValue == k }) }

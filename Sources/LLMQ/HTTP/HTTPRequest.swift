@@ -43,6 +43,8 @@ public struct HTTPResult: Sendable {
     public var errorBody: [UInt8] = []
     public var aborted: Abort?
 
+    public init() {}
+
     public var isHTTPSuccess: Bool { status >= 200 && status < 300 }
     public var completed: Bool { curlCode == 0 && aborted == nil }
 }

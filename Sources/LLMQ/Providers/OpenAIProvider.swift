@@ -2,11 +2,15 @@ import Foundation
 
 /// OpenAI's API and every server that speaks it: `/chat/completions` and
 /// `/completions` streamed as SSE with usage, `/embeddings` as one JSON answer.
+///
+/// Kinds `azure`, `vllm`, `lmstudio` and `llamacpp` are presets of it (see `OpenAIPreset`):
+/// the same wire format with another default address, auth header or path.
 public struct OpenAIProvider: Provider {
     public let name: String
     public let config: ProviderConfig
     let baseURL: String
     let apiKey: String?
+    let preset: OpenAIPreset
 
     public static let defaultBaseURL = "https://api.openai.com/v1"
     public static let defaultSimURL = "http://127.0.0.1:8089/v1"
@@ -15,13 +19,29 @@ public struct OpenAIProvider: Provider {
         self.name = name
         self.config = config
         self.apiKey = apiKey
-        let fallback = config.kind == ProviderKind.sim.rawValue ? Self.defaultSimURL : Self.defaultBaseURL
-        var base = config.baseURL ?? fallback
-        while base.hasSuffix("/") { base.removeLast() }
-        baseURL = base
+        preset = OpenAIPreset(kind: ProviderKind(rawValue: config.kind) ?? .openai, config: config)
+        baseURL = preset.baseURL(configured: config.baseURL)
+    }
+
+    /// For servers reached under another provider kind (TGI's Messages API).
+    init(name: String, config: ProviderConfig, apiKey: String?, baseURL: String) {
+        self.name = name
+        self.config = config
+        self.apiKey = apiKey
+        preset = OpenAIPreset(kind: .openai, config: config)
+        self.baseURL = trimmedBaseURL(baseURL, default: baseURL)
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
+        let (path, body) = try self.body(job: job, model: model)
+        return jsonRequest(url: preset.url(base: baseURL, path: path, model: model), body: .object(body), auth: authHeaders,
+                           job: job, timeout: timeout, streaming: job.mode != "embed")
+    }
+
+    var authHeaders: [String] { preset.authHeaders(apiKey: apiKey) }
+
+    /// The endpoint path and the JSON body for a job.
+    func body(job: Job, model: String) throws(LLMQError) -> (String, [String: JSONValue]) {
         var body: [String: JSONValue] = ["model": .string(model)]
         let path: String
         switch job.mode {
@@ -41,7 +61,7 @@ public struct OpenAIProvider: Provider {
         }
         let p = job.params
         if job.mode != "embed" {
-            if let v = p.maxTokens { body["max_tokens"] = .int(v) }
+            if let v = maxTokens(job) { body["max_tokens"] = .int(v) }
             if let v = p.temperature { body["temperature"] = .double(v) }
             if let v = p.topP { body["top_p"] = .double(v) }
             if let v = p.stop { body["stop"] = .array(v.map { .string($0) }) }
@@ -53,23 +73,26 @@ public struct OpenAIProvider: Provider {
             }
             if let v = p.toolChoice { body["tool_choice"] = v }
         }
-        for (k, v) in p.extra { body[k] = v }
-        var headers = ["Content-Type: application/json", "Accept: \(job.mode == "embed" ? "application/json" : "text/event-stream")"]
-        if let apiKey, !apiKey.isEmpty { headers.append("Authorization: Bearer \(apiKey)") }
-        for (k, v) in config.headers.sorted(by: { $0.key < $1.key }) { headers.append("\(k): \(v)") }
-        if let tp = job.traceparent { headers.append("traceparent: \(tp)") }
-        return HTTPRequest(
-            url: baseURL + path, headers: headers, body: JSONValue.object(body).jsonBytes,
-            timeout: min(timeout ?? config.timeoutS, config.timeoutS), idleTimeout: config.idleTimeoutS,
-            connectTimeout: config.connectTimeoutS)
+        p.mergeExtra(into: &body)
+        return (path, body)
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        job.mode == "embed" ? OpenAIEmbeddingDecoder(writer: writer, provider: name) : OpenAIStreamDecoder(writer: writer, provider: name)
+        job.mode == "embed"
+            ? OpenAIEmbeddingDecoder(writer: writer, provider: name)
+            : OpenAIStreamDecoder(writer: writer, provider: name, secret: apiKey)
     }
 
     public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS)
+        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
+    }
+
+    public func modelsRequest() -> HTTPRequest? {
+        preset.kind == .azure ? nil : getRequest(url: baseURL + "/models", auth: authHeaders)
+    }
+
+    public func modelNames(from body: [UInt8]) -> [String] {
+        ((try? JSONValue.parse(body))?["data"]?.arrayValue ?? []).compactMap { $0["id"]?.stringValue }
     }
 }
 
@@ -79,15 +102,18 @@ public struct OpenAIProvider: Provider {
 public final class OpenAIStreamDecoder: ResponseDecoder {
     let writer: EventWriter
     let provider: String
+    let secret: String?
     var sse = SSEParser()
     public private(set) var finishReason: String?
     public private(set) var usage = Usage()
-    public private(set) var failure: LLMQError?
+    private var failed: LLMQError?
+    public var failure: LLMQError? { failed?.redacting(secret) }
     public private(set) var complete = false
 
-    public init(writer: EventWriter, provider: String) {
+    public init(writer: EventWriter, provider: String, secret: String? = nil) {
         self.writer = writer
         self.provider = provider
+        self.secret = secret
     }
 
     public func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -96,9 +122,9 @@ public final class OpenAIStreamDecoder: ResponseDecoder {
 
     public func finish() {
         _ = sse.finish { _, data in self.event(data) }
-        if !complete && failure == nil {
+        if !complete && failed == nil {
             if finishReason != nil { complete = true } else {
-                failure = LLMQError(.upstreamError, "\(provider) closed the stream before it finished", retryable: true)
+                failed = LLMQError(.upstreamError, "\(provider) closed the stream before it finished", retryable: true)
             }
         }
     }
@@ -110,7 +136,7 @@ public final class OpenAIStreamDecoder: ResponseDecoder {
         }
         let s = JSONScanner(data)
         guard let top = s.validate(), s.isObject(top) else {
-            failure = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
+            failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
             return false
         }
         var choices: Range<Int>?
@@ -121,7 +147,7 @@ public final class OpenAIStreamDecoder: ResponseDecoder {
         }
         if let errorRange {
             let message = s.isObject(errorRange) ? s.member(errorRange, "message").flatMap(s.string) : s.string(errorRange)
-            failure = LLMQError(.upstreamError, "\(provider) reported an error mid-stream: \(message ?? "no message")", retryable: true)
+            failed = LLMQError(.upstreamError, "\(provider) reported an error mid-stream: \(message ?? "no message")", retryable: true)
             return false
         }
         if let choices, s.isArray(choices) {

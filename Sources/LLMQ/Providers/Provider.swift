@@ -1,9 +1,41 @@
+import Foundation
+
 /// The wire formats llmq speaks to upstreams.
 public enum ProviderKind: String, Sendable, CaseIterable {
     /// OpenAI and every OpenAI-compatible server (vLLM, LM Studio, TGI's /v1, llama.cpp …).
     case openai
     /// The built-in simulated provider (`llmq sim`), OpenAI's wire format.
     case sim
+    /// Presets of `openai`: Azure OpenAI (api-key header, deployment path, api-version),
+    /// vLLM, LM Studio and llama.cpp's server (local defaults, no key needed).
+    case azure, vllm, lmstudio, llamacpp
+    /// Anthropic's Messages API.
+    case anthropic
+    /// Google's Gemini API (generateContent / streamGenerateContent).
+    case gemini
+    /// Cohere's v2 API.
+    case cohere
+    /// Ollama's native API (/api/chat, /api/generate, /api/embed).
+    case ollama
+    /// Hugging Face text-generation-inference (/generate_stream; chat via its /v1 Messages API).
+    case tgi
+
+    /// Whether the kind speaks OpenAI's wire format (and so is built by `OpenAIProvider`).
+    public var isOpenAIFamily: Bool {
+        switch self {
+        case .openai, .sim, .azure, .vllm, .lmstudio, .llamacpp: true
+        default: false
+        }
+    }
+
+    /// Whether the service behind the kind's default address refuses requests without a key.
+    /// A configured `base_url` (a proxy, a private gateway) lifts the requirement.
+    public var needsKeyByDefault: Bool {
+        switch self {
+        case .anthropic, .gemini, .cohere, .azure: true
+        default: false
+        }
+    }
 }
 
 /// One configured upstream. A provider turns a job into an HTTP request and
@@ -15,6 +47,10 @@ public protocol Provider: Sendable {
     func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder
     /// The protocol error for a failed transfer (status, body, curl error).
     func error(for result: HTTPResult) -> LLMQError
+    /// The request that lists the upstream's models, when it has such a call.
+    func modelsRequest() -> HTTPRequest?
+    /// Model names from the answer to `modelsRequest()`.
+    func modelNames(from body: [UInt8]) -> [String]
 }
 
 /// Decodes one response on the engine thread, writing events as it goes.
@@ -25,4 +61,48 @@ public protocol ResponseDecoder: StreamDecoder {
     var failure: LLMQError? { get }
     /// Whether the stream reached its proper end (e.g. `[DONE]` or a finish reason).
     var complete: Bool { get }
+}
+
+extension Provider {
+    public func modelsRequest() -> HTTPRequest? { nil }
+    public func modelNames(from body: [UInt8]) -> [String] { [] }
+
+    /// A JSON POST with the provider's timeouts, extra headers and the job's trace context.
+    func jsonRequest(url: String, body: JSONValue, auth: [String], job: Job?, timeout: Double?, streaming: Bool,
+                     accept: String? = nil) -> HTTPRequest {
+        var headers = ["Content-Type: application/json", "Accept: \(accept ?? (streaming ? "text/event-stream" : "application/json"))"]
+        headers += auth
+        for (k, v) in config.headers.sorted(by: { $0.key < $1.key }) { headers.append("\(k): \(v)") }
+        if let tp = job?.traceparent { headers.append("traceparent: \(tp)") }
+        return HTTPRequest(
+            url: url, headers: headers, body: body.jsonBytes,
+            timeout: min(timeout ?? config.timeoutS, config.timeoutS), idleTimeout: config.idleTimeoutS,
+            connectTimeout: config.connectTimeoutS)
+    }
+
+    /// A GET of a small JSON answer (model lists).
+    func getRequest(url: String, auth: [String]) -> HTTPRequest {
+        var headers = ["Accept: application/json"] + auth
+        for (k, v) in config.headers.sorted(by: { $0.key < $1.key }) { headers.append("\(k): \(v)") }
+        return HTTPRequest(method: "GET", url: url, headers: headers, timeout: min(30, config.timeoutS),
+                           idleTimeout: config.idleTimeoutS, connectTimeout: config.connectTimeoutS)
+    }
+
+    /// The provider's config'd max_tokens, or the job's.
+    func maxTokens(_ job: Job) -> Int? { job.params.maxTokens ?? config.maxTokens }
+}
+
+/// A base URL as configured, or the kind's default, without trailing slashes.
+func trimmedBaseURL(_ configured: String?, default fallback: String) -> String {
+    var base = configured ?? fallback
+    while base.hasSuffix("/") { base.removeLast() }
+    return base
+}
+
+/// Percent-encodes a model or deployment name for use as one path segment.
+func pathSegment(_ s: String) -> String {
+    // Keeps what RFC 3986 allows in a segment (so `gemini-2.0-flash` and `llama3:8b` stay readable).
+    var allowed = CharacterSet.alphanumerics
+    allowed.insert(charactersIn: "-._~!$&'()*+,;=:@")
+    return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
 }

@@ -1,7 +1,10 @@
 import Foundation
+import Logging
 
 /// The configured providers and routes; resolves a job's `model` to an
-/// ordered list of targets to try.
+/// ordered list of targets to try. It also holds what the providers share
+/// across jobs: the per-provider concurrency limits of this worker and the
+/// farm-wide cooldowns.
 public struct ProviderRegistry: Sendable {
     public struct Target: Sendable {
         public var provider: any Provider
@@ -10,22 +13,52 @@ public struct ProviderRegistry: Sendable {
 
     public let providers: [String: any Provider]
     public let routes: [String: [String]]
+    /// `max_concurrency` per provider, for this worker process.
+    public let limiter: ProviderLimiter
+    /// Farm-wide cooldowns after 429s and repeated failures (`PREFIX:cooldown:PROVIDER`).
+    public let cooldowns: CooldownBoard
 
-    public init(config: FarmConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws(LLMQError) {
+    public init(config: FarmConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
+                logger: Logger = Logger(label: "llmq.providers")) throws(LLMQError) {
         var built: [String: any Provider] = [:]
         for (name, p) in config.providers {
             let key = try Self.apiKey(name: name, config: p, environment: environment)
             guard let kind = ProviderKind(rawValue: p.kind) else {
                 throw .configuration("providers.\(name).kind \"\(p.kind)\" is unknown")
             }
-            switch kind {
-            case .openai, .sim: built[name] = OpenAIProvider(name: name, config: p, apiKey: key)
-            }
+            built[name] = Self.make(kind, name: name, config: p, apiKey: key)
         }
         providers = built
         routes = config.routes
         secrets = config.providers.compactMap { name, p in try? Self.apiKey(name: name, config: p, environment: environment) }
             .filter { $0.count >= 4 }
+        limiter = ProviderLimiter(limits: config.providers.compactMapValues(\.maxConcurrency))
+        cooldowns = CooldownBoard(url: try? RedisURL(config.redis), keys: Keys(prefix: config.prefix),
+                                  policies: config.providers.mapValues(CooldownBoard.Policy.init), logger: logger)
+    }
+
+    /// The provider for a kind: one type per wire format, the OpenAI presets sharing one.
+    public static func make(_ kind: ProviderKind, name: String, config: ProviderConfig, apiKey: String?) -> any Provider {
+        switch kind {
+        case .openai, .sim, .azure, .vllm, .lmstudio, .llamacpp: OpenAIProvider(name: name, config: config, apiKey: apiKey)
+        case .anthropic: AnthropicProvider(name: name, config: config, apiKey: apiKey)
+        case .gemini: GeminiProvider(name: name, config: config, apiKey: apiKey)
+        case .cohere: CohereProvider(name: name, config: config, apiKey: apiKey)
+        case .ollama: OllamaProvider(name: name, config: config, apiKey: apiKey)
+        case .tgi: TGIProvider(name: name, config: config, apiKey: apiKey)
+        }
+    }
+
+    /// The models a provider offers (`/models`, Ollama's `/api/tags`, TGI's `/info` …).
+    public func models(of provider: String, engine: HTTPEngine) async throws(LLMQError) -> [String] {
+        guard let p = providers[provider] else { throw LLMQError(.unknownModel, "no provider named \"\(provider)\"") }
+        guard let request = p.modelsRequest() else {
+            throw LLMQError(.badRequest, "\(provider) (\(p.config.kind)) has no model list; name deployments in routes instead")
+        }
+        let body = BodyCollector()
+        let result = await engine.perform(request, decoder: body, output: nil)
+        guard result.completed && result.isHTTPSuccess else { throw p.error(for: result) }
+        return p.modelNames(from: body.body)
     }
 
     /// The API keys in use, so that no message that leaves llmq can carry one.

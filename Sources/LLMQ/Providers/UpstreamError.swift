@@ -27,23 +27,27 @@ public enum UpstreamError {
         }
         let message = bodyMessage(r.errorBody)
         let said = message.map { ": \($0)" } ?? ""
+        let raw = String(decoding: r.errorBody.prefix(4096), as: UTF8.self)
+        if raw.contains("overloaded_error") || r.status == 529 {
+            // Anthropic's overload (529, or overloaded_error in any body): busy, not broken; retried.
+            return LLMQError(.upstreamUnavailable, "\(provider) is overloaded (HTTP \(r.status))\(said)", retryable: true, retryAfter: retryAfter(r.headers))
+        }
         switch r.status {
         case 400, 413, 422:
             return LLMQError(.badRequest, "\(provider) rejected the request (HTTP \(r.status))\(said)")
-        case 401, 403:
+        case 401, 403, 498:
             return LLMQError(.auth, "\(provider) refused the credentials (HTTP \(r.status))\(said); check the API key")
+        case 402:
+            return LLMQError(.rateLimited, "\(provider) wants payment (HTTP 402)\(said); add credit or raise the limit", retryable: false)
         case 404:
             return LLMQError(.unknownModel, "\(provider) does not know the model or path (HTTP 404)\(said)")
         case 408:
             return LLMQError(.timeout, "\(provider) timed out (HTTP 408)\(said)", retryable: true)
         case 429:
-            let raw = String(decoding: r.errorBody.prefix(4096), as: UTF8.self)
-            if raw.contains("insufficient_quota") {
+            if isQuotaSpent(raw) {
                 return LLMQError(.rateLimited, "\(provider) quota is spent (HTTP 429)\(said); add credit or raise the limit", retryable: false)
             }
             return LLMQError(.rateLimited, "\(provider) is rate limiting (HTTP 429)\(said)", retryable: true, retryAfter: retryAfter(r.headers))
-        case 529:
-            return LLMQError(.upstreamUnavailable, "\(provider) is overloaded (HTTP 529)\(said)", retryable: true, retryAfter: retryAfter(r.headers))
         case 502, 503, 504:
             return LLMQError(.upstreamUnavailable, "\(provider) is unavailable (HTTP \(r.status))\(said)", retryable: true, retryAfter: retryAfter(r.headers))
         case 500...599:
@@ -65,8 +69,29 @@ public enum UpstreamError {
             f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
             if let d = f.date(from: v) { return max(0, d.timeIntervalSinceNow) }
         }
-        let resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset"].compactMap { headers[$0].flatMap(duration) }
+        // OpenAI-style resets are durations (`1.5s`, `6m0s`); the one whose budget is spent counts.
+        let pairs = [("requests", "x-ratelimit-reset-requests"), ("tokens", "x-ratelimit-reset-tokens")]
+        let spent = pairs.filter { headers["x-ratelimit-remaining-\($0.0)"] == "0" }.compactMap { headers[$0.1].flatMap(duration) }
+        if let s = spent.max() { return s }
+        var resets = (pairs.map(\.1) + ["x-ratelimit-reset"]).compactMap { headers[$0].flatMap(duration) }
+        // Anthropic's resets are RFC 3339 times.
+        for k in ["anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
+                  "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset"] {
+            if let v = headers[k], let d = ISO8601DateFormatter().date(from: v) ?? fractionalISO8601(v) { resets.append(max(0, d.timeIntervalSinceNow)) }
+        }
         return resets.max()
+    }
+
+    private static func fractionalISO8601(_ v: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: v)
+    }
+
+    /// Whether a 429's body says the account's quota or credit is spent (waiting will not help):
+    /// OpenAI's insufficient_quota, Gemini's per-day quota.
+    static func isQuotaSpent(_ body: String) -> Bool {
+        body.contains("insufficient_quota") || body.contains("PerDay")
     }
 
     /// Parses `1.5s`, `20ms`, `6m0s`, `1h2m3s` or a plain number of seconds.
@@ -105,5 +130,16 @@ public enum UpstreamError {
         }
         let text = String(decoding: body.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
+    }
+}
+
+extension LLMQError {
+    /// The error with every occurrence of `secret` (an API key) in its message replaced,
+    /// so a provider echoing a key back never puts it on a channel or in a log.
+    public func redacting(_ secret: String?) -> LLMQError {
+        guard let secret, secret.count >= 4, message.contains(secret) else { return self }
+        var e = self
+        e.message = message.replacingOccurrences(of: secret, with: "[redacted]")
+        return e
     }
 }

@@ -86,6 +86,7 @@ public final class JobRunner: Sendable {
         log[metadataKey: "request_id"] = "\(job.id)"
         let stream = RequestStream(writer: EventWriter(id: job.id, maxOutputBytes: settings.maxOutputBytes), keys: settings.keys, logTTL: settings.logTTL)
         let writer = stream.writer
+        stream.trace = JobTrace.start(job: job, worker: settings.worker, pickedUp: t0)
         let handle = register(job.id)
         defer { unregister(job.id, handle) }
         if cancelRequested { handle.cancel() }
@@ -172,6 +173,12 @@ public final class JobRunner: Sendable {
                 remaining = Double(budgetEnd - now) / 1e9
             }
             let provider = target.provider
+            if let wait = await registry.cooldowns.remaining(provider.name) {
+                // The farm backs off together: skip a cooling provider; on the last target, end rate_limited.
+                lastError = LLMQError(.rateLimited, "\(provider.name) is cooling down for \(String(format: "%.1f", wait)) s more, shared by the farm after 429s or repeated failures", retryable: true, retryAfter: wait)
+                if i + 1 < targets.count { continue }
+                break
+            }
             writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: job.metadata)
             let request: HTTPRequest
             do {
@@ -182,12 +189,16 @@ public final class JobRunner: Sendable {
                 continue
             }
             let decoder = provider.makeDecoder(job: job, writer: writer)
+            let permit = await registry.limiter.acquire(provider.name)  // max_concurrency per provider
+            defer { if permit { registry.limiter.release(provider.name) } }
             let token = TransferToken()
             guard handle.begin(token) else {
                 return handle.isCancelled ? .failed(LLMQError(.cancelled, "the request was cancelled"), target) : .drained
             }
+            let call = stream.trace?.providerCall(provider: provider.name, model: target.model, attempt: attempt)
             let result = await engine.perform(request, decoder: decoder, output: stream, token: token)
             handle.end()
+            stream.trace?.endProviderCall(call, result: result, decoderFailure: decoder.failure, complete: decoder.complete, firstOutputAt: writer.firstOutputAt)
 
             if result.completed && result.isHTTPSuccess && decoder.failure == nil && decoder.complete {
                 let outcome = Outcome(
@@ -195,6 +206,7 @@ public final class JobRunner: Sendable {
                     ttftMs: writer.firstOutputAt.map { Clock.millis(since: t0, to: $0) },
                     durationMs: Clock.millis(since: t0), metadata: job.metadata)
                 writer.done(outcome)
+                registry.cooldowns.record(provider.name, error: nil)
                 return .done(outcome, target)
             }
             switch result.aborted {
@@ -206,6 +218,7 @@ public final class JobRunner: Sendable {
             if budgetEnd != nil && result.curlCode == 28 && (remaining ?? .infinity) < provider.config.timeoutS {
                 lastError = LLMQError(.timeout, "the job's timeout_s of \(job.timeoutS!) s ran out", retryable: false)
             }
+            registry.cooldowns.record(provider.name, error: lastError)
             log.warning("upstream attempt failed", metadata: [
                 "provider": "\(provider.name)", "model": "\(target.model)", "attempt": "\(attempt)",
                 "code": "\(lastError.code)", "error": "\(registry.redact(lastError.message))",
@@ -252,6 +265,9 @@ public final class JobRunner: Sendable {
     private func finish(_ job: Job, _ stream: RequestStream, status: String, outcome: Outcome? = nil, error: LLMQError? = nil,
                         attempt: Int, provider: String?, model: String?, deadLetter: Bool = false) async {
         let w = stream.writer
+        stream.trace?.finish(
+            outcome: error?.code.rawValue ?? status, attempt: attempt, provider: provider, model: model, firstOutputAt: w.firstOutputAt,
+            promptTokens: outcome?.usage.promptTokens, completionTokens: outcome?.usage.completionTokens, message: error?.message)
         var result: [String: JSONValue] = [
             "id": .string(job.id), "status": .string(status), "attempt": .int(attempt), "worker": .string(settings.worker),
             "text": .string(w.text), "metadata": job.metadata ?? .object([:]),
@@ -343,6 +359,7 @@ public final class JobRunner: Sendable {
             }
         }
         FarmMetrics.requeued(mode: mode, reason: "drain")
+        stream.trace?.finish(outcome: "requeued", attempt: attempt, provider: nil, model: nil, firstOutputAt: writer.firstOutputAt)
         logger.info("put a job back on its queue", metadata: ["request_id": "\(job.id)", "attempt": "\(attempt)"])
         let keys = settings.keys
         await publisher.send { buf in

@@ -4,6 +4,8 @@
 /// Thread rules: as `EventWriter`.
 public final class RequestStream: PendingOutput, @unchecked Sendable {  // see EventWriter's thread rules
     public let writer: EventWriter
+    /// The request's spans when tracing is on; set once, before the job runs.
+    public var trace: JobTrace?
     let tokensKey: String
     let logKey: String
     let logTTL: String

@@ -56,6 +56,15 @@ public final class Worker: Service {
                 deliver: { raw, cancelled in jobsIn.yield((mode, raw, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
+        // Jobs running per mode, for the gauges and the heartbeat (a fetcher waiting in BLMOVE holds a permit but no job).
+        let held = Mutex<[String: Int]>([:])
+        let holding = { @Sendable (mode: String, change: Int) in
+            let n = held.withLock { h in
+                h[mode, default: 0] += change
+                return h[mode]!
+            }
+            FarmMetrics.permits(mode: mode, inUse: n, capacity: permits[mode]!.capacity)
+        }
         let drainTimeout = config.drainTimeoutS
         let drainTimer = Mutex<Task<Void, Never>?>(nil)
         let draining = Atomic<Bool>(false)
@@ -77,7 +86,7 @@ public final class Worker: Service {
         }
         let heartbeat = Heartbeat(
             id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
-            load: { permits.mapValues(\.inUse) }, onDrainRequest: { startDrain("asked through Redis") })
+            load: { held.withLock { $0 } }, onDrainRequest: { startDrain("asked through Redis") })
         stateBox.withLock { $0 = heartbeat }
         heartbeat.start()
         let cancels = CancelListener(keys: keys, url: url, logger: logger) { id in runner.cancel(id: id) }
@@ -91,9 +100,11 @@ public final class Worker: Service {
             await withDiscardingTaskGroup { group in
                 for await (mode, raw, cancelled) in jobs {
                     let p = permits[mode]!
+                    holding(mode, 1)
                     group.addTask {
                         await runner.run(raw: raw, mode: mode, cancelRequested: cancelled)
                         p.release()
+                        holding(mode, -1)
                     }
                 }
             }

@@ -1,0 +1,214 @@
+import Foundation
+
+/// What an operator asks of a farm through Redis alone: queue depths, live
+/// workers and their load, jobs in flight, the dead-letter lists; and the few
+/// things an operator does: retry or purge dead jobs, ask a worker to drain.
+/// Works from any machine that reaches the farm's Redis (`llmq stats`, `llmq dead`, `llmq drain`).
+///
+/// Thread rules: one thread at a time (it owns one connection).
+public final class FarmInspector {
+    let connection: RedisConnection
+    public let keys: Keys
+
+    public init(url: RedisURL, keys: Keys) throws(LLMQError) {
+        connection = try RedisConnection(url)
+        connection.setTimeout(10)
+        self.keys = keys
+    }
+
+    public struct ModeStatus: Sendable, Equatable {
+        public var mode: String
+        public var pending: Int
+        public var inflight: Int
+        public var dead: Int
+    }
+
+    public struct WorkerStatus: Sendable {
+        public var id: String
+        public var host: String
+        public var pid: Int?
+        public var state: String
+        /// Seconds since its last heartbeat; nil when its hash expired (lost, not yet reaped).
+        public var heartbeatAge: Double?
+        public var uptime: Double?
+        public var modes: [String]
+        /// Jobs it holds per mode (its in-flight lists).
+        public var inflight: [String: Int]
+        /// Permits per mode, when the worker publishes them (`capacity_MODE`).
+        public var capacity: [String: Int]
+    }
+
+    public struct InflightJob: Sendable {
+        public var mode: String
+        public var worker: String
+        public var id: String
+        public var model: String
+        public var attempts: Int
+    }
+
+    public struct Snapshot: Sendable {
+        public var at: Double
+        public var modes: [ModeStatus]
+        public var workers: [WorkerStatus]
+        /// Up to the requested number of jobs in flight, oldest holders first.
+        public var inflightJobs: [InflightJob]
+        public var inflightTotal: Int
+        public var deadTotal: Int { modes.reduce(0) { $0 + $1.dead } }
+    }
+
+    /// Modes worth looking at: the ones given, the protocol's three, those live
+    /// workers serve, and those with a queue or dead list in Redis.
+    public func modes(including given: [String] = []) throws(LLMQError) -> [String] {
+        var found = Set(given + ["chat", "complete", "embed"])
+        for w in try workerIDs() {
+            if let m = try connection.command(["HGET", keys.worker(w), "modes"]).string {
+                for mode in m.split(separator: ",") { found.insert(String(mode)) }
+            }
+        }
+        // Bounded: a Redis holding millions of request keys is not walked in full.
+        var cursor = "0"
+        for _ in 0..<50 {
+            let r = try connection.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][ea]*", "COUNT", "2000"])
+            guard let parts = r.array, parts.count == 2 else { break }
+            for k in parts[1].array ?? [] {
+                guard let key = k.string else { continue }
+                for suffix in ["}:queue", "}:dead"] where key.hasSuffix(suffix) {
+                    let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
+                    if Job.isValidID(String(inner)) { found.insert(String(inner)) }
+                }
+            }
+            cursor = parts[0].string ?? "0"
+            if cursor == "0" { break }
+        }
+        return found.sorted()
+    }
+
+    public func workerIDs() throws(LLMQError) -> [String] {
+        (try connection.command(["ZRANGE", keys.workers, "0", "-1"]).array ?? []).compactMap(\.string)
+    }
+
+    public func snapshot(modes: [String], jobLimit: Int = 20) throws(LLMQError) -> Snapshot {
+        let now = Clock.unixTime()
+        let ids = try workerIDs()
+        var workers: [WorkerStatus] = []
+        for id in ids {
+            let h = try connection.command(["HGETALL", keys.worker(id)]).array ?? []
+            var f: [String: String] = [:]
+            for i in stride(from: 0, to: h.count - 1, by: 2) { f[h[i].string ?? ""] = h[i + 1].string ?? "" }
+            var capacity: [String: Int] = [:]
+            for (k, v) in f where k.hasPrefix("capacity_") { capacity[String(k.dropFirst(9))] = Int(v) }
+            let beat = f["heartbeat"].flatMap(Double.init)
+            workers.append(WorkerStatus(
+                id: id, host: f["host"] ?? "?", pid: f["pid"].flatMap { Int($0) }, state: f.isEmpty ? "lost" : (f["state"] ?? "?"),
+                heartbeatAge: beat.map { max(0, now - $0) }, uptime: f["started"].flatMap(Double.init).map { now - $0 },
+                modes: (f["modes"] ?? "").split(separator: ",").map(String.init), inflight: [:], capacity: capacity))
+        }
+        var statuses: [ModeStatus] = []
+        var jobs: [InflightJob] = []
+        var inflightTotal = 0
+        for mode in modes {
+            let pending = try connection.command(["LLEN", keys.queue(mode)]).integer ?? 0
+            let dead = try connection.command(["LLEN", keys.dead(mode)]).integer ?? 0
+            var inflight = 0
+            for i in workers.indices {
+                let key = keys.inflight(mode, worker: workers[i].id)
+                let n = try connection.command(["LLEN", key]).integer ?? 0
+                guard n > 0 else { continue }
+                workers[i].inflight[mode] = n
+                inflight += n
+                if jobs.count < jobLimit {
+                    for raw in try connection.command(["LRANGE", key, "0", String(jobLimit - jobs.count - 1)]).array ?? [] {
+                        let o = raw.bytes.flatMap { try? JSONValue.parse($0) }
+                        jobs.append(InflightJob(
+                            mode: mode, worker: workers[i].id, id: o?["id"]?.stringValue ?? "?", model: o?["model"]?.stringValue ?? "?",
+                            attempts: o?["attempts"]?.intValue ?? 0))
+                    }
+                }
+            }
+            inflightTotal += inflight
+            statuses.append(ModeStatus(mode: mode, pending: pending, inflight: inflight, dead: dead))
+        }
+        return Snapshot(at: now, modes: statuses, workers: workers, inflightJobs: jobs, inflightTotal: inflightTotal)
+    }
+
+    // MARK: dead letters
+
+    public struct DeadEntry: Sendable {
+        public var mode: String
+        /// The entry exactly as stored, to remove it.
+        public var raw: [UInt8]
+        public var fields: [String: JSONValue]
+
+        public var id: String? { fields["id"]?.stringValue }
+        public var code: String { fields["code"]?.stringValue ?? "?" }
+        public var reason: String { fields["reason"]?.stringValue ?? "" }
+        public var at: Double? { fields["at"]?.doubleValue }
+    }
+
+    /// Entries of a mode's dead-letter list, newest first.
+    public func deadEntries(mode: String, limit: Int = -1) throws(LLMQError) -> [DeadEntry] {
+        let r = try connection.command(["LRANGE", keys.dead(mode), "0", String(limit < 0 ? -1 : limit - 1)])
+        return (r.array ?? []).compactMap { v in
+            guard let b = v.bytes else { return nil }
+            return DeadEntry(mode: mode, raw: b, fields: (try? JSONValue.parse(b))?.objectValue ?? [:])
+        }
+    }
+
+    public enum RetryResult: Sendable, Equatable {
+        case queued
+        /// Someone else retried or purged it first.
+        case gone
+        case skipped(String)
+    }
+
+    /// Moves one dead job back onto its queue, atomically (the dead list and the
+    /// queue share the `{MODE}` hash tag), with its attempt count reset.
+    public func retry(_ entry: DeadEntry) throws(LLMQError) -> RetryResult {
+        guard let text = entry.fields["job"]?.stringValue else {
+            return .skipped("the entry holds no readable job (job_base64: not UTF-8)")
+        }
+        guard case .object(var job)? = try? JSONValue.parse(Array(text.utf8)) else {
+            return .skipped("the job is not a JSON object; fix it and push it again")
+        }
+        job.removeValue(forKey: "attempts")
+        let script = """
+            if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then return redis.call('LPUSH', KEYS[2], ARGV[2]) end
+            return -1
+            """
+        let r = try connection.command([
+            Array("EVAL".utf8), Array(script.utf8), Array("2".utf8), Array(keys.dead(entry.mode).utf8), Array(keys.queue(entry.mode).utf8),
+            entry.raw, JSONValue.object(job).jsonBytes,
+        ])
+        if case .error(let e) = r { throw .redis("retrying a dead job failed: \(e)") }
+        return r.integer == -1 ? .gone : .queued
+    }
+
+    /// Removes the given entries; returns how many were still there.
+    public func purge(_ entries: [DeadEntry]) throws(LLMQError) -> Int {
+        var n = 0
+        for e in entries {
+            n += try connection.command([Array("LREM".utf8), Array(keys.dead(e.mode).utf8), Array("1".utf8), e.raw]).integer ?? 0
+        }
+        return n
+    }
+
+    /// Empties a mode's dead-letter list; returns how many entries it held.
+    public func purgeAll(mode: String) throws(LLMQError) -> Int {
+        try connection.append(["MULTI"])
+        try connection.append(["LLEN", keys.dead(mode)])
+        try connection.append(["DEL", keys.dead(mode)])
+        try connection.append(["EXEC"])
+        for _ in 0..<3 { _ = try connection.reply() }
+        let exec = try connection.reply()
+        return exec.array?.first?.integer ?? 0
+    }
+
+    // MARK: drain
+
+    /// Asks a worker to drain (`PREFIX:control:WORKER` = `drain`); the request
+    /// expires after `ttl` seconds so a worker started later under the same id is not drained by it.
+    public func requestDrain(worker: String, ttl: Int = 3600) throws(LLMQError) {
+        let r = try connection.command(["SET", keys.control(worker), "drain", "EX", String(ttl)])
+        if case .error(let e) = r { throw .redis("cannot ask \(worker) to drain: \(e)") }
+    }
+}

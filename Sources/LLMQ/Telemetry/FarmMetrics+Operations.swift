@@ -1,0 +1,39 @@
+import CoreMetrics
+
+/// The metrics of the operations side: what the queue sampler sees in Redis,
+/// readiness, and tracing's own health. Listed with the rest in `MetricCatalog`.
+extension FarmMetrics {
+    public static func queueOldestAge(mode: String, seconds: Double) {
+        Gauge(label: "llmq_queue_oldest_age_seconds", dimensions: [("mode", mode)]).record(seconds)
+    }
+
+    public static func deadLetters(mode: String, count: Int) {
+        Gauge(label: "llmq_dead_letter_jobs", dimensions: [("mode", mode)]).record(count)
+    }
+
+    public static func liveWorkers(_ n: Int) {
+        Gauge(label: "llmq_workers_live").record(n)
+    }
+
+    public static func ready(_ ready: Bool) {
+        Gauge(label: "llmq_ready").record(ready ? 1 : 0)
+    }
+
+    /// Registers each slot's restart counter at 0, so it reads 0 rather than missing before the first restart.
+    public static func primeWorkerRestarts(slots: Int) {
+        for slot in 0..<slots { _ = Counter(label: "llmq_worker_restarts_total", dimensions: [("slot", String(slot))]) }
+    }
+
+    /// Registers a worker's per-mode series at 0 before its first job.
+    public static func primeWorker(modes: [String: Int]) {
+        for (mode, capacity) in modes {
+            permits(mode: mode, inUse: 0, capacity: capacity)
+            _ = Counter(label: "llmq_cancellations_total", dimensions: [("mode", mode)])
+            _ = Counter(label: "llmq_requeued_total", dimensions: [("mode", mode), ("reason", "drain")])
+        }
+    }
+
+    public static func spansDropped(reason: String, count: Int) {
+        Counter(label: "llmq_trace_spans_dropped_total", dimensions: [("reason", reason)]).increment(by: count)
+    }
+}

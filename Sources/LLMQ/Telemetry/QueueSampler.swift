@@ -1,0 +1,160 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Reads the farm's state from Redis every `interval` into gauges: pending,
+/// in-flight and dead jobs per mode, how long the job next in line has waited,
+/// live workers. It is also the readiness probe: whether Redis answered, and,
+/// for a worker, whether a drain was requested for it.
+///
+/// Runs in the process that serves /metrics (the supervisor, or a worker run
+/// alone), on a thread and connection of its own. In-flight jobs are counted
+/// from the in-flight lists of the workers in `PREFIX:workers`, not with SCAN,
+/// whose cost grows with every request key in the database.
+public final class QueueSampler: Service, Sendable {
+    public struct Settings: Sendable {
+        public var interval: Double = 1
+        /// Heartbeats older than this do not count as live (the heartbeat's own expiry).
+        public var heartbeatTTL: Double = 5
+
+        public init(interval: Double = 1, heartbeatTTL: Double = 5) {
+            self.interval = interval
+            self.heartbeatTTL = heartbeatTTL
+        }
+    }
+
+    let url: RedisURL
+    let keys: Keys
+    let modes: [String]
+    let worker: String?
+    let readiness: Readiness
+    let settings: Settings
+    let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+
+    /// `worker`: the id of the worker this process runs, whose drain requests make it unready.
+    public init(url: RedisURL, keys: Keys, modes: [String], worker: String? = nil, readiness: Readiness,
+                settings: Settings = .init(), logger: Logger) {
+        self.url = url
+        self.keys = keys
+        self.modes = modes
+        self.worker = worker
+        self.readiness = readiness
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let t = Thread { [self] in
+                    self.loop()
+                    c.resume()
+                }
+                t.name = "llmq-sampler"
+                t.start()
+            }
+        } onCancelOrGracefulShutdown: {
+            self.stopping.store(true, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    private struct Head {
+        var hash: Int
+        var count: Int
+        var since: Double
+    }
+
+    private func loop() {
+        var connection: RedisConnection?
+        var failed = false
+        var heads: [String: Head] = [:]
+        while !stopping.load(ordering: .sequentiallyConsistent) {
+            do throws(LLMQError) {
+                if connection == nil {
+                    connection = try RedisConnection(url, connectTimeout: 2)
+                    connection!.setTimeout(2)
+                    if failed { FarmMetrics.redisReconnect(component: "sampler") }
+                }
+                try sample(connection!, heads: &heads)
+                failed = false
+            } catch {
+                if !failed {
+                    logger.warning("queue sampler: Redis unavailable; not ready until it answers", metadata: ["error": "\(error.message)"])
+                }
+                failed = true
+                connection = nil
+                readiness.probed(redisReachable: false)
+            }
+            var slept = 0.0
+            while slept < settings.interval && !stopping.load(ordering: .sequentiallyConsistent) {
+                usleep(50_000)
+                slept += 0.05
+            }
+        }
+    }
+
+    private func sample(_ c: RedisConnection, heads: inout [String: Head]) throws(LLMQError) {
+        let now = Clock.unixTime()
+        let members = try c.command(["ZRANGE", keys.workers, "0", "-1", "WITHSCORES"]).array ?? []
+        var workers: [String] = []
+        var live = 0
+        for i in stride(from: 0, to: members.count - 1, by: 2) {
+            guard let id = members[i].string else { continue }
+            workers.append(id)
+            if let score = members[i + 1].string.flatMap(Double.init), now - score <= settings.heartbeatTTL { live += 1 }
+        }
+        var count = 0
+        for mode in modes {
+            try c.append(["LLEN", keys.queue(mode)])
+            try c.append(["LLEN", keys.dead(mode)])
+            try c.append(["LINDEX", keys.queue(mode), "-1"])
+            for w in workers { try c.append(["LLEN", keys.inflight(mode, worker: w)]) }
+            count += 3 + workers.count
+        }
+        if let worker {
+            try c.append(["GET", keys.control(worker)])
+            try c.append(["HGET", keys.worker(worker), "state"])
+            count += 2
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
+            let r = try c.reply()
+            if case .error(let e) = r { throw .redis("queue sampler: \(e)") }
+            replies.append(r)
+        }
+        var i = 0
+        for mode in modes {
+            let pending = replies[i].integer ?? 0
+            let dead = replies[i + 1].integer ?? 0
+            var age = 0.0
+            if let head = replies[i + 2].bytes {
+                let h = Head(hash: head.hashValue, count: head.count, since: now)
+                if let old = heads[mode], old.hash == h.hash, old.count == h.count {
+                    age = now - old.since
+                } else {
+                    heads[mode] = h
+                }
+            } else {
+                heads[mode] = nil
+            }
+            i += 3
+            var inflight = 0
+            for _ in workers {
+                inflight += replies[i].integer ?? 0
+                i += 1
+            }
+            FarmMetrics.queue(mode: mode, pending: pending, inflight: inflight)
+            FarmMetrics.deadLetters(mode: mode, count: dead)
+            FarmMetrics.queueOldestAge(mode: mode, seconds: age)
+        }
+        FarmMetrics.liveWorkers(live)
+        var drain = false
+        if worker != nil {
+            drain = replies[i].string == "drain" || replies[i + 1].string == "draining"
+        }
+        readiness.probed(redisReachable: true, drainRequested: drain)
+    }
+}
