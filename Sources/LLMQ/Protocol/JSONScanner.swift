@@ -229,9 +229,8 @@ public struct JSONScanner {
 
     /// A string value decoded (escapes resolved), for rare fields such as finish reasons.
     public func string(_ r: Range<Int>) -> String? {
-        guard let body = stringBody(r) else { return nil }
-        if !body.contains(UInt8(ascii: "\\")) { return String(decoding: body, as: UTF8.self) }
-        return try? JSONValue.parse(UnsafeBufferPointer(rebasing: bytes[r])).stringValue
+        guard isString(r) else { return nil }
+        return unescape((r.lowerBound + 1)..<(r.upperBound - 1))
     }
 
     public func int(_ r: Range<Int>) -> Int? {

@@ -44,8 +44,17 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
-    public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+    /// Parses one JSON value (UTF-8, at most `JSONScanner.maxDepth` levels deep).
+    public static func parse(_ bytes: some Collection<UInt8>) throws(JSONSyntaxError) -> JSONValue {
+        let parsed: JSONValue? = bytes.withContiguousStorageIfAvailable { b in
+            let s = JSONScanner(b)
+            return s.validate().map { s.value($0) }
+        } ?? Array(bytes).withUnsafeBufferPointer { b in
+            let s = JSONScanner(b)
+            return s.validate().map { s.value($0) }
+        }
+        guard let parsed else { throw JSONSyntaxError() }
+        return parsed
     }
 
     /// Compact JSON text with sorted keys and unescaped slashes.
@@ -128,4 +137,79 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
         self = .object(Dictionary(elements, uniquingKeysWith: { $1 }))
     }
     public init(nilLiteral: ()) { self = .null }
+}
+
+/// The text was not one valid JSON value: bad syntax, not UTF-8, or nested too deep.
+public struct JSONSyntaxError: Error, CustomStringConvertible {
+    public var description: String {
+        "bad syntax, text that is not UTF-8, or nesting deeper than \(JSONScanner.maxDepth) levels"
+    }
+}
+
+extension JSONScanner {
+    /// The value at `r`, on input `validate` accepted.
+    func value(_ r: Range<Int>) -> JSONValue {
+        switch bytes[r.lowerBound] {
+        case UInt8(ascii: "{"):
+            var o: [String: JSONValue] = [:]
+            forEachMember(r) { k, v in o[unescape(k)] = value(v) }
+            return .object(o)
+        case UInt8(ascii: "["):
+            var a: [JSONValue] = []
+            forEachElement(r) { _, v in a.append(value(v)) }
+            return .array(a)
+        case UInt8(ascii: "\""): return .string(unescape((r.lowerBound + 1)..<(r.upperBound - 1)))
+        case UInt8(ascii: "t"): return .bool(true)
+        case UInt8(ascii: "f"): return .bool(false)
+        case UInt8(ascii: "n"): return .null
+        default:
+            let isInteger = !raw(r).contains { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }
+            if isInteger, r.count <= 18, let i = int(r) { return .int(i) }
+            return .double(double(r) ?? 0)
+        }
+    }
+
+    /// Decodes the escaped body of a string (the bytes between its quotes).
+    func unescape(_ r: Range<Int>) -> String {
+        let body = raw(r)
+        guard body.contains(UInt8(ascii: "\\")) else { return String(decoding: body, as: UTF8.self) }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count)
+        var i = 0
+        func hex4(_ at: Int) -> UInt32 {
+            var v: UInt32 = 0
+            for k in 0..<4 {
+                let c = body[at + k]
+                let d: UInt8 = c <= 57 ? c - 48 : (c | 0x20) - 87
+                v = v << 4 | UInt32(d)
+            }
+            return v
+        }
+        while i < body.count {
+            let c = body[i]
+            guard c == UInt8(ascii: "\\") else { out.append(c); i += 1; continue }
+            let e = body[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = hex4(i)
+                i += 4
+                if (0xD800...0xDBFF).contains(scalar), i + 5 < body.count, body[i] == UInt8(ascii: "\\"), body[i + 1] == UInt8(ascii: "u") {
+                    let low = hex4(i + 2)
+                    if (0xDC00...0xDFFF).contains(low) {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    }
+                }
+                out.append(contentsOf: String(Character(Unicode.Scalar(scalar) ?? "\u{FFFD}")).utf8)
+            default: out.append(e)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }

@@ -38,7 +38,25 @@ public enum JSONWriter {
 
     public static func appendInt(_ v: Int, to out: inout [UInt8]) {
         if v >= 0 && v < 10 { out.append(UInt8(48 + v)); return }
-        out.append(contentsOf: String(v).utf8)
+        if v < 0 {
+            guard v != .min else { out.append(contentsOf: String(v).utf8); return }
+            out.append(UInt8(ascii: "-"))
+            appendInt(-v, to: &out)
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = v
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while n > 0 {
+                d[19 - count] = UInt8(48 + n % 10)
+                n /= 10
+                count += 1
+            }
+            out.append(contentsOf: d[(20 - count)...])
+        }
     }
 
     /// Milliseconds with one decimal, as the protocol's examples show them.

@@ -73,7 +73,7 @@ public struct JobParser: Sendable {
         do {
             value = try JSONValue.parse(raw)
         } catch {
-            throw reject(Self.salvageID(raw), "the job is not valid JSON (UTF-8 text, one object): \(Self.describe(error))")
+            throw reject(Self.salvageID(raw), "the job is not valid JSON (UTF-8 text, one object): \(error)")
         }
         guard case .object(let o) = value else {
             throw reject(nil, "the job must be a JSON object, got \(value.typeName)")
@@ -224,14 +224,6 @@ public struct JobParser: Sendable {
 
     private func reject(_ id: String?, _ message: String) -> JobRejection {
         JobRejection(id: id, error: .invalidJob(message))
-    }
-
-    private static func describe(_ error: Error) -> String {
-        if case DecodingError.dataCorrupted(let ctx) = error {
-            let under = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return under ?? ctx.debugDescription
-        }
-        return "\(error)"
     }
 
     /// Best effort: reads `"id":"…"` from text that is not valid JSON, so the

@@ -101,7 +101,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                     try out.withUnsafeBufferPointer { b throws(LLMQError) in try connection!.appendEncoded(b) }
                     var transient: String?
                     for _ in 0..<n {
-                        if case .error(let e) = try connection!.reply() {
+                        if let e = try connection!.skipReply() {
                             if Self.isTransient(e) { transient = e } else { logger.error("Redis refused a command", metadata: ["error": "\(e)"]) }
                         }
                     }

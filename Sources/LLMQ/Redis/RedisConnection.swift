@@ -96,6 +96,20 @@ public final class RedisConnection {
         return Self.convert(r)
     }
 
+    /// Reads the next reply without converting it; returns the error text when Redis refused the command.
+    /// For pipelines whose replies only matter when they are errors.
+    public func skipReply() throws(LLMQError) -> String? {
+        var raw: UnsafeMutableRawPointer?
+        let rc = redisGetReply(ctx, &raw)
+        guard rc == REDIS_OK, let raw else {
+            throw .redis("lost the connection to Redis at \(url): \(Self.errorString(ctx))")
+        }
+        defer { freeReplyObject(raw) }
+        let p = raw.assumingMemoryBound(to: redisReply.self).pointee
+        guard p.type == REDIS_REPLY_ERROR else { return nil }
+        return p.str.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: p.len), as: UTF8.self) } ?? ""
+    }
+
     /// A reply already received, without reading from the socket; nil when none is buffered.
     public func bufferedReply() throws(LLMQError) -> RedisReply? {
         var raw: UnsafeMutableRawPointer?
