@@ -12,6 +12,7 @@ redis: $redis
 workers: $workers
 drain_timeout_s: 5
 log_level: warning
+http_port: 0
 modes:
   chat: {concurrency: ${LLMQ_BENCH_CONCURRENCY:-256}}
 providers:
