@@ -121,4 +121,22 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(worker)) == 0)
         #expect(try redis.run("EXISTS", env.key("worker:w-remote")) == .int(0))
     }
+
+    @Test func aJobRedisMovedWhileTheConnectionBrokeStillRuns() async throws {
+        let env = try TestEnvironment("lost-reply")
+        let config = try env.writeConfig(workers: 1)
+        let events = try env.collector()
+        let worker = try env.start(["worker", "--config", config, "--id", "w-lost"], log: "worker.log")
+        let redis = try env.client()
+        try env.until("the worker registered") { try redis.run("EXISTS", env.key("worker:w-lost")) == .int(1) }
+        // As if BLMOVE had moved the job and the reply were lost with the connection.
+        try redis.run("LPUSH", env.key("{chat}:inflight:w-lost"), TestEnvironment.chatJob(id: "lost-1", model: "sim/sim:tokens=3"))
+        try redis.run("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        let evs = try events.waitForTerminal(["lost-1"])["lost-1"]!
+        #expect(evs.map(\.type) == ["start", "chunk", "chunk", "chunk", "done"], "\(evs)")
+        try env.until("the in-flight list is empty") { try redis.run("LLEN", env.key("{chat}:inflight:w-lost")) == .int(0) }
+        #expect(env.log("worker.log").contains("found jobs Redis moved"))
+        worker.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(worker)) == 0)
+    }
 }

@@ -13,19 +13,21 @@ public final class JobFetcher: Sendable {
     let permits: Permits
     let deliver: @Sendable ([UInt8], Bool) -> Void
     let keys: Keys
+    let held: HeldJobs
     let onExit: @Sendable () -> Void
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
     /// Seconds BLMOVE waits before it checks whether to stop.
     static let blockSeconds = "0.5"
 
-    public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, logger: Logger,
+    public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, logger: Logger,
                 deliver: @escaping @Sendable (_ job: [UInt8], _ cancelRequested: Bool) -> Void, onExit: @escaping @Sendable () -> Void) {
         self.mode = mode
         queueKey = Array(keys.queue(mode).utf8)
         inflightKey = Array(keys.inflight(mode, worker: worker).utf8)
         self.url = url
         self.keys = keys
+        self.held = held
         self.permits = permits
         self.deliver = deliver
         self.onExit = onExit
@@ -62,6 +64,7 @@ public final class JobFetcher: Sendable {
         for _ in 0..<asked { flags.append(try c.reply().integer == 1) }
         var k = 0
         for (job, id) in zip(jobs, ids) {
+            held.add(job, mode: mode)
             var cancelled = false
             if id != nil {
                 cancelled = flags[k]
@@ -69,6 +72,19 @@ public final class JobFetcher: Sendable {
             }
             deliver(job, cancelled)
         }
+    }
+
+    /// Runs the jobs this worker's in-flight list holds but the worker never received.
+    private func reconcile(_ c: RedisConnection) throws(LLMQError) {
+        held.beginReconcile(mode: mode)
+        let list = try c.command([Array("LRANGE".utf8), inflightKey, Array("0".utf8), Array("-1".utf8)]).array?.compactMap(\.bytes) ?? []
+        let found = held.orphans(in: list, mode: mode)
+        guard !found.isEmpty else { return }
+        logger.warning("found jobs Redis moved to this worker while the connection broke; running them", metadata: [
+            "mode": "\(mode)", "jobs": "\(found.count)",
+        ])
+        for _ in found { guard permits.acquire() else { return } }
+        try hand(over: found, c)
     }
 
     /// The job's id when the bytes are a JSON object with a valid one; the parser says the rest later.
@@ -85,11 +101,17 @@ public final class JobFetcher: Sendable {
         var backoff = 0.05
         let blmove: [[UInt8]] = [Array("BLMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8), Array(Self.blockSeconds.utf8)]
         let lmove: [[UInt8]] = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
+        // Set when a fetch failed midway: Redis may have moved a job whose reply never came.
+        var uncertain = false
         while !isStopping {
             if connection == nil {
                 do {
                     connection = try RedisConnection(url)
                     backoff = 0.05
+                    if uncertain {
+                        try reconcile(connection!)
+                        uncertain = false
+                    }
                 } catch {
                     logger.error("fetcher cannot reach Redis, retrying", metadata: ["mode": "\(mode)", "error": "\(error.message)"])
                     Thread.sleep(forTimeInterval: backoff)
@@ -124,6 +146,7 @@ public final class JobFetcher: Sendable {
                 // A BLMOVE may have moved a job before the connection broke; it stays in the
                 // in-flight list and is recovered when this worker (or the reaper) restarts it.
                 permits.release()
+                uncertain = true
                 FarmMetrics.redisReconnect(component: "fetch")
                 logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(mode)", "error": "\(error.message)"])
                 connection = nil

@@ -50,9 +50,10 @@ public final class Worker: Service {
         let modes = config.modes.keys.sorted()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
         let running = Atomic<Int>(modes.count)
+        let heldJobs = HeldJobs()
         let fetchers = modes.map { mode in
             JobFetcher(
-                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, logger: logger,
+                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, held: heldJobs, logger: logger,
                 deliver: { raw, cancelled in jobsIn.yield((mode, raw, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
@@ -103,6 +104,7 @@ public final class Worker: Service {
                     holding(mode, 1)
                     group.addTask {
                         await runner.run(raw: raw, mode: mode, cancelRequested: cancelled)
+                        heldJobs.remove(raw, mode: mode)
                         p.release()
                         holding(mode, -1)
                     }
