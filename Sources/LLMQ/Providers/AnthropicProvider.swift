@@ -137,43 +137,15 @@ public struct AnthropicProvider: Provider {
 /// Decodes Anthropic's Messages stream; text and tool input are passed on still escaped.
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-final class AnthropicStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    let secret: String?
-    var sse = SSEParser()
-    private(set) var finishReason: String?
-    private(set) var usage = Usage()
-    private var failed: LLMQError?
-    var failure: LLMQError? { failed?.redacting(secret) }
-    private(set) var complete = false
+final class AnthropicStreamDecoder: StreamEventDecoder {
+    override class var streamEnd: String { "message_stop" }
     /// Content block index → tool call index (text blocks are not tool calls).
     private var toolIndex: [Int: Int] = [:]
     private var inputTokens = 0
 
-    init(writer: EventWriter, provider: String, secret: String?) {
-        self.writer = writer
-        self.provider = provider
-        self.secret = secret
-    }
-
-    func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        sse.feed(bytes) { _, data in self.event(data) }
-    }
-
-    func finish() {
-        _ = sse.finish { _, data in self.event(data) }
-        if !complete && failed == nil {
-            failed = LLMQError(.upstreamError, "\(provider) closed the stream before message_stop", retryable: true)
-        }
-    }
-
-    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type") else {
-            failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type") else { return malformed(data) }
         if s.equals(type.dropQuotes, "content_block_delta") {
             guard let d = s.member(top, "delta"), let dt = s.member(d, "type") else { return true }
             let index = s.member(top, "index").flatMap(s.int) ?? 0

@@ -127,41 +127,13 @@ public struct CohereProvider: Provider {
 /// Decodes Cohere's v2 chat stream.
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-final class CohereStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    let secret: String?
-    var sse = SSEParser()
-    private(set) var finishReason: String?
-    private(set) var usage = Usage()
-    private var failed: LLMQError?
-    var failure: LLMQError? { failed?.redacting(secret) }
-    private(set) var complete = false
+final class CohereStreamDecoder: StreamEventDecoder {
+    override class var streamEnd: String { "message-end" }
 
-    init(writer: EventWriter, provider: String, secret: String?) {
-        self.writer = writer
-        self.provider = provider
-        self.secret = secret
-    }
-
-    func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        sse.feed(bytes) { _, data in self.event(data) }
-    }
-
-    func finish() {
-        _ = sse.finish { _, data in self.event(data) }
-        if !complete && failed == nil {
-            failed = LLMQError(.upstreamError, "\(provider) closed the stream before message-end", retryable: true)
-        }
-    }
-
-    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         if data.count == 6 && data.elementsEqual("[DONE]".utf8) { return true }
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type") else {
-            failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type") else { return malformed(data) }
         let t = type.dropQuotes
         let message = s.member(top, "delta").flatMap { s.member($0, "message") }
         if s.equals(t, "content-delta") || s.equals(t, "content-start") {

@@ -173,42 +173,14 @@ public struct GeminiProvider: Provider {
 /// whose first candidate carries the next parts; usage is cumulative.
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-final class GeminiStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    let secret: String?
-    var sse = SSEParser()
-    private(set) var finishReason: String?
-    private(set) var usage = Usage()
-    private var failed: LLMQError?
-    var failure: LLMQError? { failed?.redacting(secret) }
-    private(set) var complete = false
+final class GeminiStreamDecoder: StreamEventDecoder {
+    override class var streamEnd: String { "a finishReason" }
     private var tools = 0
     private var escaped: [UInt8] = []
 
-    init(writer: EventWriter, provider: String, secret: String?) {
-        self.writer = writer
-        self.provider = provider
-        self.secret = secret
-    }
-
-    func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        sse.feed(bytes) { _, data in self.event(data) }
-    }
-
-    func finish() {
-        _ = sse.finish { _, data in self.event(data) }
-        if !complete && failed == nil {
-            failed = LLMQError(.upstreamError, "\(provider) closed the stream before a finishReason", retryable: true)
-        }
-    }
-
-    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top) else {
-            failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top) else { return malformed(data) }
         if let e = s.member(top, "error") {
             let message = s.member(e, "message").flatMap(s.string) ?? "no message"
             let status = s.member(e, "status").flatMap(s.string) ?? ""

@@ -142,41 +142,17 @@ public struct OllamaProvider: Provider {
 /// Decodes Ollama's NDJSON streams (`/api/chat` lines carry `message`, `/api/generate` lines `response`).
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-final class OllamaStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    var lines = NDJSONParser()
-    private(set) var finishReason: String?
-    private(set) var usage = Usage()
-    private(set) var failure: LLMQError?
-    private(set) var complete = false
+final class OllamaStreamDecoder: StreamEventDecoder {
+    override class var framing: Framing { .ndjson }
+    override class var streamEnd: String { "its done line" }
     private var tools = 0
     private var escaped: [UInt8] = []
 
-    init(writer: EventWriter, provider: String) {
-        self.writer = writer
-        self.provider = provider
-    }
-
-    func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        lines.feed(bytes) { self.line($0) }
-    }
-
-    func finish() {
-        _ = lines.finish { self.line($0) }
-        if !complete && failure == nil {
-            failure = LLMQError(.upstreamError, "\(provider) closed the stream before its done line", retryable: true)
-        }
-    }
-
-    private func line(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top) else {
-            failure = LLMQError(.upstreamError, "\(provider) sent a malformed stream line: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top) else { return malformed(data) }
         if let e = s.member(top, "error") {
-            failure = LLMQError(.upstreamError, "\(provider) reported an error mid-stream: \(s.string(e) ?? "no message")", retryable: true)
+            failed = LLMQError(.upstreamError, "\(provider) reported an error mid-stream: \(s.string(e) ?? "no message")", retryable: true)
             return false
         }
         if let m = s.member(top, "message"), s.isObject(m) {

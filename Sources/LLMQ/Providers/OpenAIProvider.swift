@@ -99,46 +99,18 @@ public struct OpenAIProvider: Provider {
 /// Decodes OpenAI `chat.completion.chunk` / `text_completion` SSE streams.
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-public final class OpenAIStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    let secret: String?
-    var sse = SSEParser()
-    public private(set) var finishReason: String?
-    public private(set) var usage = Usage()
-    private var failed: LLMQError?
-    public var failure: LLMQError? { failed?.redacting(secret) }
-    public private(set) var complete = false
+public final class OpenAIStreamDecoder: StreamEventDecoder {
+    override class var streamEnd: String { "it finished" }
+    /// A stream that gave a finish_reason but no `[DONE]` still finished.
+    override var completeWithoutEnd: Bool { finishReason != nil }
 
-    public init(writer: EventWriter, provider: String, secret: String? = nil) {
-        self.writer = writer
-        self.provider = provider
-        self.secret = secret
-    }
-
-    public func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        sse.feed(bytes) { _, data in self.event(data) }
-    }
-
-    public func finish() {
-        _ = sse.finish { _, data in self.event(data) }
-        if !complete && failed == nil {
-            if finishReason != nil { complete = true } else {
-                failed = LLMQError(.upstreamError, "\(provider) closed the stream before it finished", retryable: true)
-            }
-        }
-    }
-
-    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         if data.count == 6 && data.elementsEqual("[DONE]".utf8) {
             complete = true
             return true
         }
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top) else {
-            failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top) else { return malformed(data) }
         var choices: Range<Int>?
         var usageRange: Range<Int>?
         var errorRange: Range<Int>?

@@ -84,41 +84,16 @@ public struct TGIProvider: Provider {
 /// Decodes `/generate_stream`: one token per event, `details` on the last.
 ///
 /// Thread rules: engine thread only (see `EventWriter`).
-final class TGIStreamDecoder: ResponseDecoder {
-    let writer: EventWriter
-    let provider: String
-    var sse = SSEParser()
-    private(set) var finishReason: String?
-    private(set) var usage = Usage()
-    private(set) var failure: LLMQError?
-    private(set) var complete = false
+final class TGIStreamDecoder: StreamEventDecoder {
+    override class var streamEnd: String { "its details" }
 
-    init(writer: EventWriter, provider: String) {
-        self.writer = writer
-        self.provider = provider
-    }
-
-    func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        sse.feed(bytes) { _, data in self.event(data) }
-    }
-
-    func finish() {
-        _ = sse.finish { _, data in self.event(data) }
-        if !complete && failure == nil {
-            failure = LLMQError(.upstreamError, "\(provider) closed the stream before its details", retryable: true)
-        }
-    }
-
-    private func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+    override func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
         let s = JSONScanner(data)
-        guard let top = s.validate(), s.isObject(top) else {
-            failure = LLMQError(.upstreamError, "\(provider) sent a malformed stream event: \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
-            return false
-        }
+        guard let top = s.validate(), s.isObject(top) else { return malformed(data) }
         if let e = s.member(top, "error") {
             let type = s.member(top, "error_type").flatMap(s.string) ?? "error"
             let code: LLMQError.Code = type == "overloaded" ? .upstreamUnavailable : type == "validation" ? .badRequest : .upstreamError
-            failure = LLMQError(code, "\(provider) reported an error mid-stream (\(type)): \(s.string(e) ?? "no message")", retryable: code != .badRequest)
+            failed = LLMQError(code, "\(provider) reported an error mid-stream (\(type)): \(s.string(e) ?? "no message")", retryable: code != .badRequest)
             return false
         }
         if let token = s.member(top, "token"), s.isObject(token) {

@@ -1,0 +1,69 @@
+/// The skeleton every streaming decoder shares. It frames the body into SSE events
+/// (or NDJSON lines), hands each one's data to `event(_:)`, and when the body ends
+/// fails the job unless the stream reached its proper end.
+///
+/// A provider's decoder subclasses it and keeps only its wire format: `event(_:)`,
+/// `streamEnd` (what ends its stream), and `framing` when the body is NDJSON.
+/// Events are decoded by a direct (vtable) call: nothing is allocated per event.
+///
+/// Thread rules: engine thread only (see `EventWriter`).
+public class StreamEventDecoder: ResponseDecoder {
+    /// How the body is cut into events.
+    enum Framing { case sse, ndjson }
+
+    let writer: EventWriter
+    let provider: String
+    let secret: String?
+    private var sse: SSEParser?
+    private var lines: NDJSONParser?
+    public internal(set) var finishReason: String?
+    public internal(set) var usage = Usage()
+    var failed: LLMQError?
+    public var failure: LLMQError? { failed?.redacting(secret) }
+    public internal(set) var complete = false
+
+    public init(writer: EventWriter, provider: String, secret: String? = nil) {
+        self.writer = writer
+        self.provider = provider
+        self.secret = secret
+        switch Self.framing {
+        case .sse: sse = SSEParser()
+        case .ndjson: lines = NDJSONParser()
+        }
+    }
+
+    /// How this stream's body is cut into events.
+    class var framing: Framing { .sse }
+
+    /// What ends the stream, for the "closed the stream before …" failure.
+    class var streamEnd: String { "its end" }
+
+    /// Whether a stream that closed before `streamEnd` still counts as complete.
+    var completeWithoutEnd: Bool { false }
+
+    /// Decodes one event's data; returns false (with `failed` set) to abort the transfer.
+    func event(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+        preconditionFailure("\(type(of: self)) must override event(_:)")
+    }
+
+    public final func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        if lines != nil { return lines!.feed(bytes) { self.event($0) } }
+        return sse!.feed(bytes) { _, data in self.event(data) }
+    }
+
+    public final func finish() {
+        if lines != nil { _ = lines!.finish { self.event($0) } } else { _ = sse!.finish { _, data in self.event(data) } }
+        if !complete && failed == nil {
+            if completeWithoutEnd { complete = true } else {
+                failed = LLMQError(.upstreamError, "\(provider) closed the stream before \(Self.streamEnd)", retryable: true)
+            }
+        }
+    }
+
+    /// Fails the stream on an event that is not the JSON the provider promised; returns false.
+    final func malformed(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+        let unit = Self.framing == .sse ? "event" : "line"
+        failed = LLMQError(.upstreamError, "\(provider) sent a malformed stream \(unit): \(String(decoding: data.prefix(120), as: UTF8.self))", retryable: true)
+        return false
+    }
+}
