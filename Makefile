@@ -2,10 +2,12 @@
 SWIFT ?= swift
 DEBS := redis-server libhiredis-dev libcurl4-openssl-dev pkg-config python3 python3-jsonschema python3-yaml
 BENCH_DEBS := nginx-light gcc python3-venv
+# promtool (from prometheus) checks the alert rules and the metric names of a real scrape in Ops/validate.py.
+TEST_DEBS := prometheus
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 
-.PHONY: all deps pydeps bench-deps build release run test bench chaos clean
+.PHONY: all deps pydeps testdeps bench-deps build release run test bench chaos clean
 
 all: deps build
 
@@ -16,6 +18,14 @@ deps:
 		echo "installing: $$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+testdeps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing) || \
+			echo "could not install $$missing: Ops/validate.py will report its promtool checks as skipped"; \
 	fi
 
 # The Kubernetes manifests in Ops/ are checked against their schemas with kubernetes-validate (PyPI, works offline).
@@ -40,7 +50,7 @@ release: deps
 run: build
 	$(LLMQ) dev
 
-test: build pydeps
+test: build pydeps testdeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
