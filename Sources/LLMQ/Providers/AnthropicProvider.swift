@@ -20,15 +20,11 @@ public struct AnthropicProvider: Provider {
         self.name = name
         self.config = config
         self.apiKey = apiKey
-        var base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
-        if base.hasSuffix("/v1") { base.removeLast(3) }
-        baseURL = base
+        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v1"])
     }
 
     var authHeaders: [String] {
-        var h = ["anthropic-version: \(config.apiVersion ?? Self.defaultVersion)"]
-        if let apiKey, !apiKey.isEmpty { h.append("x-api-key: \(apiKey)") }
-        return h
+        ["anthropic-version: \(config.apiVersion ?? Self.defaultVersion)"] + keyHeader(apiKey, name: "x-api-key", scheme: "")
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {

@@ -15,12 +15,10 @@ public struct CohereProvider: Provider {
         self.name = name
         self.config = config
         self.apiKey = apiKey
-        var base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
-        for suffix in ["/v2", "/v1"] where base.hasSuffix(suffix) { base.removeLast(suffix.count) }
-        baseURL = base
+        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v2", "/v1"])
     }
 
-    var authHeaders: [String] { apiKey.map { $0.isEmpty ? [] : ["Authorization: Bearer \($0)"] } ?? [] }
+    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         if job.mode == "embed" {

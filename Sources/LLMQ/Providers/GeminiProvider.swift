@@ -20,7 +20,7 @@ public struct GeminiProvider: Provider {
         baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
     }
 
-    var authHeaders: [String] { apiKey.map { $0.isEmpty ? [] : ["x-goog-api-key: \($0)"] } ?? [] }
+    var authHeaders: [String] { keyHeader(apiKey, name: "x-goog-api-key", scheme: "") }
 
     /// `gemini-2.0-flash` or `models/gemini-2.0-flash`, as one path segment.
     static func modelPath(_ model: String) -> String {

@@ -16,13 +16,11 @@ public struct OllamaProvider: Provider {
         self.name = name
         self.config = config
         self.apiKey = apiKey
-        var base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
-        if base.hasSuffix("/api") { base.removeLast(4) }
-        baseURL = base
+        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/api"])
     }
 
     /// Ollama itself takes no key; one is sent when configured, for proxies in front of it.
-    var authHeaders: [String] { apiKey.map { $0.isEmpty ? [] : ["Authorization: Bearer \($0)"] } ?? [] }
+    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         var body: [String: JSONValue] = ["model": .string(model)]

@@ -26,10 +26,8 @@ struct OpenAIPreset: Sendable {
     }
 
     func baseURL(configured: String?) -> String {
-        var base = trimmedBaseURL(configured, default: defaultBaseURL)
         // Azure endpoints are given as the resource root; a pasted `…/openai` suffix is dropped.
-        if kind == .azure && base.hasSuffix("/openai") { base.removeLast("/openai".count) }
-        return base
+        trimmedBaseURL(configured, default: defaultBaseURL, dropping: kind == .azure ? ["/openai"] : [])
     }
 
     /// Azure's classic data plane: `/openai/deployments/NAME/…?api-version=…`. An endpoint
@@ -42,7 +40,6 @@ struct OpenAIPreset: Sendable {
     /// Azure takes its key in `api-key`; everyone else in `Authorization: Bearer`.
     /// No key, no header: local servers need none.
     func authHeaders(apiKey: String?) -> [String] {
-        guard let apiKey, !apiKey.isEmpty else { return [] }
-        return kind == .azure ? ["api-key: \(apiKey)"] : ["Authorization: Bearer \(apiKey)"]
+        kind == .azure ? keyHeader(apiKey, name: "api-key", scheme: "") : keyHeader(apiKey)
     }
 }

@@ -93,10 +93,19 @@ extension Provider {
 }
 
 /// A base URL as configured, or the kind's default, without trailing slashes.
-func trimmedBaseURL(_ configured: String?, default fallback: String) -> String {
+/// The configured API root (or the default) without trailing slashes and
+/// without the version suffixes a provider adds itself, in the order given.
+func trimmedBaseURL(_ configured: String?, default fallback: String, dropping suffixes: [String] = []) -> String {
     var base = configured ?? fallback
     while base.hasSuffix("/") { base.removeLast() }
+    for suffix in suffixes where base.hasSuffix(suffix) { base.removeLast(suffix.count) }
     return base
+}
+
+/// The header line carrying an API key, `NAME: SCHEME KEY`; none when no key is configured.
+func keyHeader(_ apiKey: String?, name: String = "Authorization", scheme: String = "Bearer ") -> [String] {
+    guard let apiKey, !apiKey.isEmpty else { return [] }
+    return ["\(name): \(scheme)\(apiKey)"]
 }
 
 /// Percent-encodes a model or deployment name for use as one path segment.

@@ -18,13 +18,12 @@ public struct TGIProvider: Provider {
         self.name = name
         self.config = config
         self.apiKey = apiKey
-        var base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
-        if base.hasSuffix("/v1") { base.removeLast(3) }
+        let base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v1"])
         baseURL = base
         messagesAPI = OpenAIProvider(name: name, config: config, apiKey: apiKey, baseURL: base + "/v1")
     }
 
-    var authHeaders: [String] { apiKey.map { $0.isEmpty ? [] : ["Authorization: Bearer \($0)"] } ?? [] }
+    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         switch job.mode {

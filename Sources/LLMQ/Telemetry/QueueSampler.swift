@@ -46,18 +46,7 @@ public final class QueueSampler: Service, Sendable {
     }
 
     public func run() async throws {
-        await withTaskCancellationOrGracefulShutdownHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let t = Thread { [self] in
-                    self.loop()
-                    c.resume()
-                }
-                t.name = "llmq-sampler"
-                t.start()
-            }
-        } onCancelOrGracefulShutdown: {
-            self.stopping.store(true, ordering: .sequentiallyConsistent)
-        }
+        await runOnThread(named: "llmq-sampler", loop: { self.loop() }, stop: { self.stopping.store(true, ordering: .sequentiallyConsistent) })
     }
 
     private struct Head {

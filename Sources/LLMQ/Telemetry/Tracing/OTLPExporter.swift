@@ -75,21 +75,14 @@ public final class OTLPExporter: Service, @unchecked Sendable {  // buffer and f
 
     /// Exports every second until cancelled or shut down, then sends what is left.
     public func run() async throws {
-        await withTaskCancellationOrGracefulShutdownHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let t = Thread { [self] in
-                    self.loop()
-                    c.resume()
-                }
-                t.name = "llmq-otlp"
-                t.start()
-            }
-        } onCancelOrGracefulShutdown: {
-            self.condition.lock()
-            self.stopping = true
-            self.condition.signal()
-            self.condition.unlock()
-        }
+        await runOnThread(named: "llmq-otlp", loop: { self.loop() }, stop: { self.requestStop() })
+    }
+
+    private func requestStop() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
     }
 
     private func loop() {
