@@ -27,7 +27,7 @@ public final class LocalRedis: Sendable {
         if persistence { args += ["--appendfsync", "everysec"] }
         args += extraArguments
         arguments = args
-        let process = try ChildProcess(args)
+        let process = try ChildProcess(args, ownProcessGroup: true)
         current = Mutex(process)
         try Self.waitUntilReady(url: RedisURL(host: "127.0.0.1", port: p), process: process, log: "\(directory)/redis.log")
     }
@@ -35,7 +35,7 @@ public final class LocalRedis: Sendable {
     /// Stops the server (SIGTERM, so it writes its append-only file) and starts it again on the same port and folder.
     public func restart() async throws(LLMQError) {
         await stop()
-        let process = try ChildProcess(arguments)
+        let process = try ChildProcess(arguments, ownProcessGroup: true)
         current.withLock { $0 = process }
         try Self.waitUntilReady(url: url, process: process, log: "\(directory)/redis.log")
     }

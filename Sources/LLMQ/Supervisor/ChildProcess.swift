@@ -10,7 +10,10 @@ public final class ChildProcess: Sendable {
     private let exit = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
 
     /// Starts `arguments[0]` (a path) with the rest as its arguments.
-    public init(_ arguments: [String], environment: [String: String]? = nil, stdout: String? = nil, stderr: String? = nil) throws(LLMQError) {
+    /// With `ownProcessGroup`, the child does not receive the terminal's Ctrl-C meant for its parent,
+    /// which then decides when to stop it.
+    public init(_ arguments: [String], environment: [String: String]? = nil, stdout: String? = nil, stderr: String? = nil,
+                ownProcessGroup: Bool = false) throws(LLMQError) {
         self.arguments = arguments
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -22,7 +25,12 @@ public final class ChildProcess: Sendable {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if ownProcessGroup {
+            flags |= POSIX_SPAWN_SETPGROUP
+            posix_spawnattr_setpgroup(&attr, 0)
+        }
+        posix_spawnattr_setflags(&attr, Int16(flags))
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
