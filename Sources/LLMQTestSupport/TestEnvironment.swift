@@ -55,7 +55,8 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
 
     /// Writes a configuration file and returns its path.
     public func writeConfig(workers: Int = 1, modes: [String: Int] = ["chat": 8, "complete": 4, "embed": 4],
-                            routes: [String: [String]] = [:], drainTimeout: Double = 10, extra: String = "", name: String = "farm.yaml") throws -> String {
+                            routes: [String: [String]] = [:], drainTimeout: Double = 10, extra: String = "", providers: String = "",
+                            name: String = "farm.yaml") throws -> String {
         var text = """
             redis: \(redisURL)
             prefix: \(prefix)
@@ -70,6 +71,7 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
         for (m, c) in modes.sorted(by: { $0.key < $1.key }) { text += "  \(m): {concurrency: \(c)}\n" }
         text += "providers:\n  sim: {kind: sim, base_url: \"\(simURL)\", timeout_s: 30, idle_timeout_s: 5}\n"
         text += "  down: {kind: openai, base_url: \"http://127.0.0.1:1/v1\", timeout_s: 5, idle_timeout_s: 5, connect_timeout_s: 2}\n"
+        text += providers
         if !routes.isEmpty {
             text += "routes:\n"
             for (r, t) in routes.sorted(by: { $0.key < $1.key }) {

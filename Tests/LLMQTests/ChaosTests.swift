@@ -165,6 +165,8 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
             try await Task.sleep(for: .milliseconds(100))
         }
         let r = try freshRedis()
+        // Burial follows the terminal write once Redis accepted it.
+        try? env.until("the hostile jobs buried", timeout: 10) { (try r.run("LLEN", env.key("{chat}:dead")).int ?? -1) >= hostileCount }
         let dead = try r.run("LLEN", env.key("{chat}:dead")).int ?? -1
         let hostileDead = hostileCount
         let held = sampler.doubleHeld
@@ -200,15 +202,17 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
         var client = try? PlainRedis(port: port)
         while !state.stopped {
             if client == nil { client = try? PlainRedis(port: port) }
-            guard let c = client, let keys = try? c.run("KEYS", "\(prefix):{chat}:inflight:*").array else {
+            // One script reads every list at one instant: a job moving between workers is never seen twice.
+            let snapshot = "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = k; out[#out + 1] = redis.call('LRANGE', k, 0, -1) end return out"
+            guard let c = client, let flat = try? c.run("EVAL", snapshot, "0", "\(prefix):{chat}:inflight:*").array else {
                 client = nil
                 usleep(20_000)
                 continue
             }
             var owner: [String: String] = [:]
             var clash = false
-            for k in keys {
-                guard let key = k.string, let items = try? c.run("LRANGE", key, "0", "-1").array else { continue }
+            for i in stride(from: 0, to: flat.count - 1, by: 2) {
+                guard let key = flat[i].string, let items = flat[i + 1].array else { continue }
                 for item in items {
                     guard let raw = item.string, let id = (try? JSONValue.parse(Array(raw.utf8)))?["id"]?.stringValue else { continue }
                     if let other = owner[id], other != key { clash = true }

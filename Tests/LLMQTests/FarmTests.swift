@@ -39,7 +39,7 @@ import Testing
         let result = try JSONValue.parse(Array(try #require(try redis.run("GET", env.key("{req-42}:result")).string).utf8))
         #expect(result["status"] == "done" && result["text"] == .string(text) && result["finish_reason"] == "stop")
         #expect((try redis.run("TTL", env.key("{req-42}:result")).int ?? -1) > 0)
-        #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
+        try env.until("every job acknowledged") { try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]) }
         #expect(try redis.run("LLEN", env.key("{chat}:queue")) == .int(0))
 
         farm.signal(SIGTERM)
@@ -103,7 +103,7 @@ import Testing
             #expect(d["reason"]?.stringValue?.isEmpty == false && d["job"] != nil && d["code"] != nil, "\(entry)")
         }
         #expect(dead.contains { $0.contains("this is not json") })
-        #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
+        try env.until("every job acknowledged") { try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]) }
         #expect(farm.exitStatus == nil, "the farm died: \(env.log())")
         #expect(!env.log().contains("restarting"), "a worker crashed: \(env.log())")
         farm.signal(SIGTERM)
@@ -182,7 +182,7 @@ import Testing
             #expect(evs.filter(\.isTerminal).count == 1)
             #expect(evs.last?.type == "done" && evs.filter { $0.type == "chunk" }.count == 40, "\(id): \(evs.map(\.type))")
         }
-        #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
+        try env.until("every job acknowledged") { try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]) }
         #expect(env.log().contains("draining"))
     }
 
@@ -199,7 +199,7 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0, "\(env.log())")
         try events.wait(what: "retry events") { m in ids.allSatisfy { m[$0]?.contains { $0.type == "retry" } == true } }
         #expect(try redis.run("LLEN", env.key("{chat}:queue")) == .int(3))
-        #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
+        try env.until("every job acknowledged") { try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]) }
         for id in ids {
             let retry = events.events(id).first { $0.type == "retry" }!
             #expect(retry["attempt"] == 2 && retry["reason"] == "worker_drained")
@@ -266,7 +266,8 @@ import Testing
         }
         #expect(retried >= 1, "the killed worker held jobs that had streamed, so some retry was expected")
         #expect(env.log().contains("died (signal 9)"))
-        #expect(try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]))
+        // The acknowledgement follows the terminal write once Redis accepted it.
+        try env.until("every job acknowledged") { try redis.run("KEYS", env.key("{chat}:inflight:*")) == .array([]) }
         farm.signal(SIGTERM)
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0)
     }
@@ -292,8 +293,8 @@ import Testing
         #expect(all["s-4"]!.last?["finish_reason"] == "tool_calls")
         let lines = ids.flatMap { all[$0]!.map(\.raw) }
         let results = try ids.map { id in try #require(try redis.run("GET", env.key("{\(id)}:result")).string) }
+        try env.until("three jobs buried") { try redis.run("LLEN", env.key("{chat}:dead")) == .int(3) }
         let dead = try redis.run("LRANGE", env.key("{chat}:dead"), "0", "-1").array!.compactMap(\.string)
-        #expect(dead.count == 3)
         try SchemaCheck.validate("event", lines)
         try SchemaCheck.validate("result", results)
         try SchemaCheck.validate("dead", dead)

@@ -138,6 +138,8 @@ import Testing
         #expect(all["cancel-1"]?.last?["code"] == "cancelled", "\(all["cancel-1"] ?? [])")
         #expect(all["limited-1"]?.last?["code"] == "rate_limited", "\(all["limited-1"] ?? [])")
         #expect(all["flaky-1"]?.last?.type == "done" && all["fb-1"]?.last?.type == "done", "\(all["flaky-1"] ?? []) \(all["fb-1"] ?? [])")
+        // Burial follows the terminal write once Redis accepted it.
+        try env.until("the three failed jobs buried") { try redis.run("LLEN", env.key("{chat}:dead")) == .int(3) }
         let deadInRedis = Double(try redis.run("LLEN", env.key("{chat}:dead")).int ?? -1)
 
         let s = try Self.scrapeUntil(port, "every request counted") { s in

@@ -61,6 +61,7 @@ public final class HTTPEngine: Sendable {
 
     /// Cuts a running transfer; its `perform` returns with `aborted` set.
     public func abort(_ token: TransferToken, reason: HTTPResult.Abort) {
+        token.abortReason.withLock { if $0 == nil { $0 = reason } }
         inbox.withLock { $0.aborts.append((token, reason)) }
         multi.wakeup()
     }
@@ -77,13 +78,18 @@ public final class HTTPEngine: Sendable {
                 defer { box.submitted.removeAll(); box.aborts.removeAll() }
                 return (box.submitted, box.aborts, box.stopping)
             }
+            var completed: [Transfer] = []
             for t in submitted {
+                if let reason = t.token.abortReason.withLock({ $0 }) {
+                    t.result.aborted = reason
+                    completed.append(t)
+                    continue
+                }
                 let e = spare.popLast() ?? CurlEasy()
                 t.configure(e)
                 active[ObjectIdentifier(t.token)] = t
                 curl_multi_add_handle(multi.handle, e.handle)
             }
-            var completed: [Transfer] = []
             for (token, reason) in aborts {
                 guard let t = active.removeValue(forKey: ObjectIdentifier(token)) else { continue }
                 t.result.aborted = reason

@@ -1,3 +1,4 @@
+import Synchronization
 import CCurl
 import CCurlShim
 import Foundation
@@ -84,6 +85,9 @@ final class Transfer: @unchecked Sendable {
 
 /// Identifies a transfer so it can be aborted from any thread.
 public final class TransferToken: Sendable {
+    /// Set by the first abort, so one that arrives before the engine took the transfer is not lost.
+    let abortReason = Mutex<HTTPResult.Abort?>(nil)
+
     public init() {}
 }
 

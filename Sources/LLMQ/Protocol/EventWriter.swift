@@ -192,11 +192,16 @@ public final class EventWriter: @unchecked Sendable {
     }
 
     /// Announces that this attempt was abandoned after output went out.
-    public func retry(nextAttempt: Int, reason: String) {
+    /// `retryIn`: seconds until the next attempt may start, when the job waits for it in the delayed set.
+    public func retry(nextAttempt: Int, reason: String, retryIn: Double? = nil) {
         guard outputSent || started else { return }
         var l = header("retry")
         field(&l, "attempt", nextAttempt)
         field(&l, "reason", reason)
+        if let retryIn, retryIn.isFinite {
+            l.append(contentsOf: #","retry_in_s":"#.utf8)
+            JSONWriter.appendMillis(min(max(0, retryIn), 1e7), to: &l)
+        }
         emit(l)
     }
 

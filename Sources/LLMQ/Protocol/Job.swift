@@ -15,6 +15,8 @@ public struct Job: Sendable {
     public var maxAttempts: Int?
     public var metadata: JSONValue?
     public var traceparent: String?
+    /// Unix seconds before which the job may not start (it waits in the delayed set).
+    public var notBefore: Double? = nil
     /// Attempts already started by earlier workers (written by llmq when it puts a job back).
     public var attempts: Int
     /// The exact bytes taken from the queue, needed to remove the job from the in-flight list.
@@ -36,7 +38,7 @@ public struct Job: Sendable {
 
     public static let topLevelKeys: Set<String> = [
         "id", "model", "mode", "messages", "prompt", "input", "params", "timeout_s", "deadline",
-        "max_attempts", "metadata", "traceparent", "attempts",
+        "max_attempts", "metadata", "traceparent", "attempts", "not_before",
     ]
     public static let paramKeys: Set<String> = [
         "max_tokens", "temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice", "extra",
@@ -152,6 +154,7 @@ public struct JobParser: Sendable {
         if let p = o["params"] { job.params = try parseParams(p, fail: fail) }
         job.timeoutS = try positiveNumber(o, "timeout_s", fail: fail)
         job.deadline = try positiveNumber(o, "deadline", fail: fail)
+        job.notBefore = try positiveNumber(o, "not_before", fail: fail)
         if let v = o["max_attempts"] {
             guard let n = v.intValue, n >= 1 else { throw fail("\"max_attempts\" must be a whole number of at least 1") }
             job.maxAttempts = n

@@ -1,24 +1,44 @@
 import Foundation
 import Logging
 
-/// Writes events and acknowledgements to Redis on a connection and thread of
-/// its own, pipelined: whatever accumulates while one batch is in flight goes
-/// out together in the next, in order.
+/// Writes events and job moves to Redis on a connection and thread of its
+/// own, pipelined: whatever accumulates while one batch is in flight goes out
+/// together in the next, in order.
 ///
-/// Thread rules: `submit` and `send` may be called from any thread; the
-/// state they share with the writer thread is guarded by `condition`.
+/// Errors: a batch that Redis refuses as "not now" (LOADING, BUSY, TRYAGAIN,
+/// MASTERDOWN, CLUSTERDOWN) or that meets a replica (READONLY, a failover
+/// behind one address) is sent again on a new connection. Other refusals (OOM,
+/// NOPERM, a script error) are reported to the `send` that submitted the
+/// command, so a caller can hold back what must follow it (a job is never
+/// acknowledged when its terminal write failed).
+///
+/// Fencing: with a lease, a batch is written only while the lease still holds
+/// the epoch under which its first command was submitted; after a lapse it is
+/// dropped, never sent late.
+///
+/// Thread rules: `submit`, `send` and `discardPending` may be called from any
+/// thread; the state they share with the writer thread is guarded by `condition`.
 public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mutable state is guarded by `condition`
+    private struct Waiter {
+        var first: Int
+        var end: Int
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var commands = 0
-    private var waiters: [(afterCommands: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    private var waiters: [Waiter] = []
     private var stopping = false
+    private var bufferEpoch: UInt64 = 0
     private let url: RedisURL
+    private let lease: Lease?
     private let logger: Logger
     private let onReconnect: @Sendable () -> Void
 
-    public init(url: RedisURL, logger: Logger, onReconnect: @escaping @Sendable () -> Void = {}) {
+    public init(url: RedisURL, lease: Lease? = nil, logger: Logger, onReconnect: @escaping @Sendable () -> Void = {}) {
         self.url = url
+        self.lease = lease
         self.logger = logger
         self.onReconnect = onReconnect
         buffer.reserveCapacity(1 << 16)
@@ -34,22 +54,37 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
 
     public func submit(_ body: (inout [UInt8]) -> Int) {
         condition.lock()
+        let wasEmpty = buffer.isEmpty
         let n = body(&buffer)
+        if wasEmpty && n > 0 { bufferEpoch = lease?.epoch ?? 0 }
         commands += n
         if n > 0 { condition.signal() }
         condition.unlock()
     }
 
-    /// Submits commands and returns once Redis has answered all of them.
-    public func send(_ body: (inout [UInt8]) -> Int) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in enqueue(body, waiter: c) }
+    /// Submits commands and returns once Redis has answered all of them:
+    /// true when it accepted every one, false when it refused one or the batch was fenced off.
+    @discardableResult
+    public func send(_ body: (inout [UInt8]) -> Int) async -> Bool {
+        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in enqueue(body, waiter: c) }
     }
 
-    private func enqueue(_ body: (inout [UInt8]) -> Int, waiter: CheckedContinuation<Void, Never>) {
+    private func enqueue(_ body: (inout [UInt8]) -> Int, waiter: CheckedContinuation<Bool, Never>) {
         condition.lock()
-        commands += body(&buffer)
-        waiters.append((commands, waiter))
+        let first = commands
+        let wasEmpty = buffer.isEmpty
+        let n = body(&buffer)
+        if wasEmpty && n > 0 { bufferEpoch = lease?.epoch ?? 0 }
+        commands += n
+        waiters.append(Waiter(first: first, end: commands, continuation: waiter))
         condition.signal()
+        condition.unlock()
+    }
+
+    /// Drops what is queued and not yet sent: the lease it was written under is gone.
+    public func discardPending() {
+        condition.lock()
+        bufferEpoch = 0
         condition.unlock()
     }
 
@@ -71,11 +106,15 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"].contains { e.hasPrefix($0) }
     }
 
+    /// Errors that mean "not this server": reconnect (the address may lead to the new master) and send again.
+    static func needsReconnect(_ e: String) -> Bool { e.hasPrefix("READONLY") }
+
     private func loop(_ initial: RedisConnection) {
         var connection: RedisConnection? = initial
         var out: [UInt8] = []
         out.reserveCapacity(1 << 16)
         var sentCommands = 0
+        var droppedLogged = false
         while true {
             condition.lock()
             while buffer.isEmpty && waiters.isEmpty && !stopping { condition.wait() }
@@ -86,48 +125,74 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
             swap(&out, &buffer)
             let n = commands - sentCommands
             let total = commands
+            let first = sentCommands
+            let epoch = bufferEpoch
             condition.unlock()
 
-            var delivered = false
-            var backoff = 0.05
-            while !delivered {
-                do throws(LLMQError) {
-                    if connection == nil {
-                        connection = try RedisConnection(url)
-                        logger.warning("reconnected to Redis", metadata: ["redis": "\(url)"])
-                        FarmMetrics.redisReconnect(component: "publish")
-                        onReconnect()
-                    }
-                    try out.withUnsafeBufferPointer { b throws(LLMQError) in try connection!.appendEncoded(b) }
-                    var transient: String?
-                    for _ in 0..<n {
-                        if let e = try connection!.skipReply() {
-                            if Self.isTransient(e) { transient = e } else { logger.error("Redis refused a command", metadata: ["error": "\(e)"]) }
-                        }
-                    }
-                    // A Redis that is still loading its data refuses the whole batch; send it again once it serves.
-                    if let transient { throw LLMQError.redis(transient) }
-                    delivered = true
-                } catch {
-                    // Commands of this batch may have been applied already; a resend can repeat some lines,
-                    // which subscribers detect by seq, but never loses a terminal event.
-                    logger.error("Redis write failed, retrying", metadata: ["error": "\(error.message)", "backoff_s": "\(backoff)"])
-                    connection = nil
-                    Thread.sleep(forTimeInterval: backoff)
-                    backoff = min(backoff * 2, 2)
+            var refused: [Int] = []
+            if let lease, n > 0, !lease.holds(epoch) {
+                refused = Array(first..<total)
+                if !droppedLogged {
+                    logger.warning("dropped writes made under a lapsed lease", metadata: ["commands": "\(n)"])
+                    droppedLogged = true
                 }
+            } else if n > 0 {
+                droppedLogged = false
+                refused = deliver(out, count: n, first: first, connection: &connection)
             }
             out.removeAll(keepingCapacity: true)
             sentCommands = total
 
             condition.lock()
-            var ready: [CheckedContinuation<Void, Never>] = []
+            var ready: [(CheckedContinuation<Bool, Never>, Bool)] = []
             waiters.removeAll { w in
-                if w.afterCommands <= total { ready.append(w.continuation); return true }
-                return false
+                guard w.end <= total else { return false }
+                let ok = !refused.contains { $0 >= w.first && $0 < w.end }
+                ready.append((w.continuation, ok))
+                return true
             }
             condition.unlock()
-            for c in ready { c.resume() }
+            for (c, ok) in ready { c.resume(returning: ok) }
+        }
+    }
+
+    /// Writes one batch until Redis took it; returns the numbers of the commands it refused for good.
+    private func deliver(_ out: [UInt8], count n: Int, first: Int, connection: inout RedisConnection?) -> [Int] {
+        var backoff = 0.05
+        while true {
+            do throws(LLMQError) {
+                if connection == nil {
+                    connection = try RedisConnection(url)
+                    logger.warning("reconnected to Redis", metadata: ["redis": "\(url)"])
+                    FarmMetrics.redisReconnect(component: "publish")
+                    onReconnect()
+                }
+                try out.withUnsafeBufferPointer { b throws(LLMQError) in try connection!.appendEncoded(b) }
+                var again: String?
+                var refused: [Int] = []
+                for i in 0..<n {
+                    guard let e = try connection!.skipReply() else { continue }
+                    if Self.isTransient(e) || Self.needsReconnect(e) {
+                        again = again ?? e
+                    } else {
+                        refused.append(first + i)
+                        logger.error("Redis refused a command", metadata: ["error": "\(e)"])
+                    }
+                }
+                // A Redis that is still loading, or a replica, refuses the whole batch; send it again once it serves.
+                if let again {
+                    if Self.needsReconnect(again) { connection = nil }
+                    throw LLMQError.redis(again)
+                }
+                return refused
+            } catch {
+                // Commands of this batch may have been applied already; a resend can repeat some lines,
+                // which subscribers detect by seq, but never loses a terminal event.
+                logger.error("Redis write failed, retrying", metadata: ["error": "\(error.message)", "backoff_s": "\(backoff)"])
+                connection = nil
+                Thread.sleep(forTimeInterval: backoff)
+                backoff = min(backoff * 2, 2)
+            }
         }
     }
 }

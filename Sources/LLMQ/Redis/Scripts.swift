@@ -37,6 +37,36 @@ public enum Scripts {
         return 0
         """
 
+    /// Moves a job from an in-flight list into its mode's delayed set, only if it is still there.
+    /// The due time is Redis' own clock plus a delay, or an absolute time if later, so
+    /// workers on hosts with skewed clocks agree. Returns ms until due, or -1 when the job was gone.
+    /// KEYS: in-flight list, delayed set. ARGV: job as held, job as it will wait, delay ms, absolute due ms or "".
+    public static let delay = """
+        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local due = now + tonumber(ARGV[3])
+        if ARGV[4] ~= '' and tonumber(ARGV[4]) > due then due = tonumber(ARGV[4]) end
+        redis.call('ZADD', KEYS[2], string.format('%.0f', due), ARGV[2])
+        return due - now
+        """
+
+    /// Moves up to ARGV[1] due jobs from a delayed set to the head of their queue,
+    /// earliest first. Returns {moved, ms until the next one is due or -1 when none waits}.
+    /// KEYS: delayed set, queue. ARGV: batch size.
+    public static let promote = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now), 'LIMIT', 0, tonumber(ARGV[1]))
+        for i = #due, 1, -1 do
+          if redis.call('ZREM', KEYS[1], due[i]) == 1 then redis.call('RPUSH', KEYS[2], due[i]) end
+        end
+        local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+        local wait = -1
+        if nxt[2] then wait = math.max(0, tonumber(nxt[2]) - now) end
+        return {#due, wait}
+        """
+
     public static func appendEval(_ script: String, keys: [String], args: [[UInt8]], to out: inout [UInt8]) {
         RESP.appendArrayHeader(3 + keys.count + args.count, to: &out)
         RESP.appendBulk("EVAL", to: &out)

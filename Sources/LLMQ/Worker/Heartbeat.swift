@@ -22,6 +22,9 @@ public final class Heartbeat: Sendable {
     let load: @Sendable () -> [String: Int]
     /// Called once when an operator asks this worker to drain (`llmq drain`).
     let onDrainRequest: @Sendable () -> Void
+    /// The lease each heartbeat renews, and what to do before recovering after it lapsed.
+    let lease: Lease?
+    let onLapse: @Sendable () -> Void
     let logger: Logger
     private let state = Mutex<String>("running")
     private let stopping = Atomic<Bool>(false)
@@ -29,8 +32,11 @@ public final class Heartbeat: Sendable {
     private let finished = Atomic<Bool>(false)
 
     public init(id: String, keys: Keys, url: RedisURL, modes: [String], settings: Settings, reaper: Reaper, logger: Logger,
-                load: @escaping @Sendable () -> [String: Int], onDrainRequest: @escaping @Sendable () -> Void = {}) {
+                load: @escaping @Sendable () -> [String: Int], onDrainRequest: @escaping @Sendable () -> Void = {},
+                lease: Lease? = nil, onLapse: @escaping @Sendable () -> Void = {}) {
         self.onDrainRequest = onDrainRequest
+        self.lease = lease
+        self.onLapse = onLapse
         self.id = id
         self.keys = keys
         self.url = url
@@ -78,8 +84,13 @@ public final class Heartbeat: Sendable {
         var drainRequested = false
         while !stopping.load(ordering: .sequentiallyConsistent) {
             do throws(LLMQError) {
-                if connection == nil { connection = try RedisConnection(url) }
+                if connection == nil {
+                    connection = try RedisConnection(url)
+                    // A hung connection must not hold the renewal past the lease (the watchdog fences meanwhile).
+                    connection!.setTimeout(max(0.5, settings.ttl / 3))
+                }
                 let c = connection!
+                let sentAt = Clock.nowNanos()
                 let now = Clock.unixTime()
                 let l = load()
                 var fields = ["HSET", keys.worker(id), "pid", String(getpid()), "host", hostname, "started", started,
@@ -90,8 +101,19 @@ public final class Heartbeat: Sendable {
                 try c.append(["PEXPIRE", keys.worker(id), String(Int(settings.ttl * 1000))])
                 try c.append(["ZADD", keys.workers, String(format: "%.3f", now), id])
                 try c.append(["GET", keys.control(id)])
-                for _ in 0..<3 { _ = try c.reply() }
-                if try c.reply().string == "drain" && !drainRequested {
+                for _ in 0..<3 {
+                    if case .error(let e) = try c.reply() { throw LLMQError.redis("heartbeat refused: \(e)") }
+                }
+                let control = try c.reply()
+                if let lease, lease.renewed(sentAt: sentAt) {
+                    // The lease lapsed: what this worker held is fenced off; put it back before taking more.
+                    logger.warning("lease renewed after a lapse; recovering the jobs this worker held before it")
+                    onLapse()
+                    let n = try reaper.recover(worker: id, modes: modes, connection: c)
+                    lease.recovered()
+                    logger.notice("recovered after a lapsed lease", metadata: ["jobs": "\(n)"])
+                }
+                if control.string == "drain" && !drainRequested {
                     drainRequested = true
                     logger.notice("an operator asked this worker to drain")
                     onDrainRequest()

@@ -11,7 +11,9 @@ public final class JobFetcher: Sendable {
     let inflightKey: [UInt8]
     let url: RedisURL
     let permits: Permits
-    let deliver: @Sendable ([UInt8], Bool) -> Void
+    let deliver: @Sendable (HeldJob, UInt64, Bool) -> Void
+    let worker: String
+    let lease: Lease
     let keys: Keys
     let held: HeldJobs
     let onExit: @Sendable () -> Void
@@ -20,9 +22,13 @@ public final class JobFetcher: Sendable {
     /// Seconds BLMOVE waits before it checks whether to stop.
     static let blockSeconds = "0.5"
 
-    public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, logger: Logger,
-                deliver: @escaping @Sendable (_ job: [UInt8], _ cancelRequested: Bool) -> Void, onExit: @escaping @Sendable () -> Void) {
+    /// `deliver` gets each job with the lease epoch it was taken under and whether its cancel key was set.
+    public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
+                deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
+                onExit: @escaping @Sendable () -> Void) {
         self.mode = mode
+        self.worker = worker
+        self.lease = lease
         queueKey = Array(keys.queue(mode).utf8)
         inflightKey = Array(keys.inflight(mode, worker: worker).utf8)
         self.url = url
@@ -52,7 +58,7 @@ public final class JobFetcher: Sendable {
     private var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
     /// Delivers fetched jobs, each with whether its cancel key is set (one pipelined round trip).
-    private func hand(over jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) {
+    private func hand(over jobs: [[UInt8]], epoch: UInt64, _ c: RedisConnection) throws(LLMQError) {
         let ids = jobs.map(Self.peekID)
         var asked = 0
         for id in ids {
@@ -70,8 +76,17 @@ public final class JobFetcher: Sendable {
                 cancelled = flags[k]
                 k += 1
             }
-            deliver(job, cancelled)
+            deliver(HeldJob(raw: job, mode: mode, worker: worker, keys: keys), epoch, cancelled)
         }
+    }
+
+    /// Returns jobs fetched while the lease lapsed to the head of their queue, unchanged: they never ran.
+    /// (The recovery after the lapse may have moved them already; the script moves each at most once.)
+    private func putBack(_ jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) {
+        var cmds: [UInt8] = []
+        for j in jobs { _ = HeldJob(raw: j, mode: mode, worker: worker, keys: keys).requeue(as: j, into: &cmds) }
+        try cmds.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
+        for _ in jobs { _ = try c.reply() }
     }
 
     /// Runs the jobs this worker's in-flight list holds but the worker never received.
@@ -83,8 +98,21 @@ public final class JobFetcher: Sendable {
         logger.warning("found jobs Redis moved to this worker while the connection broke; running them", metadata: [
             "mode": "\(mode)", "jobs": "\(found.count)",
         ])
-        for _ in found { guard permits.acquire() else { return } }
-        try hand(over: found, c)
+        let epoch = lease.epoch
+        var taken = 0
+        for _ in found {
+            guard permits.acquire() else {
+                permits.release(taken)
+                return
+            }
+            taken += 1
+        }
+        do {
+            try hand(over: found, epoch: epoch, c)
+        } catch {
+            permits.release(taken)
+            throw error
+        }
     }
 
     /// The job's id when the bytes are a JSON object with a valid one; the parser says the rest later.
@@ -102,7 +130,8 @@ public final class JobFetcher: Sendable {
         let blmove: [[UInt8]] = [Array("BLMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8), Array(Self.blockSeconds.utf8)]
         let lmove: [[UInt8]] = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
         // Set when a fetch failed midway: Redis may have moved a job whose reply never came.
-        var uncertain = false
+        // Also at the start: whatever sits in the list by then was put there for this worker to run.
+        var uncertain = true
         while !isStopping {
             if connection == nil {
                 do {
@@ -119,33 +148,62 @@ public final class JobFetcher: Sendable {
                     continue
                 }
             }
+            // A worker whose lease lapsed takes nothing new until it recovered what it held.
+            if !lease.admitsWork() {
+                Thread.sleep(forTimeInterval: 0.05)
+                continue
+            }
             guard permits.acquire() else { break }
+            // Permits taken and not yet handed over with a job; given back if the fetch breaks.
+            var unreleased = 1
+            let epoch = lease.epoch
             do {
                 let reply = try connection!.command(blmove)
                 guard case .string(let job) = reply else {
                     permits.release()
+                    unreleased = 0
                     if case .error(let e) = reply {
                         logger.warning("Redis refused BLMOVE, retrying", metadata: ["mode": "\(mode)", "error": "\(e)"])
                         Thread.sleep(forTimeInterval: 0.1)
                     }
                     continue
                 }
-                try hand(over: [job], connection!)
+                if lease.epoch != epoch {
+                    try putBack([job], connection!)
+                    permits.release()
+                    continue
+                }
+                try hand(over: [job], epoch: epoch, connection!)
+                unreleased = 0
                 // A backlog is drained in pipelined batches rather than one round trip per job.
                 var extra = permits.tryAcquire(max: 32)
-                while extra > 0 && !isStopping {
+                unreleased = extra
+                while extra > 0 && !isStopping && lease.admitsWork() {
                     for _ in 0..<extra { try connection!.append(lmove) }
                     var got: [[UInt8]] = []
                     for _ in 0..<extra {
-                        if case .string(let j) = try connection!.reply() { got.append(j) } else { permits.release() }
+                        if case .string(let j) = try connection!.reply() { got.append(j) } else {
+                            permits.release()
+                            unreleased -= 1
+                        }
                     }
-                    try hand(over: got, connection!)
+                    if lease.epoch != epoch {
+                        try putBack(got, connection!)
+                        break
+                    }
+                    try hand(over: got, epoch: epoch, connection!)
+                    unreleased = 0
                     extra = got.count == extra ? permits.tryAcquire(max: 32) : 0
+                    unreleased = extra
+                }
+                if unreleased > 0 {
+                    permits.release(unreleased)
+                    unreleased = 0
                 }
             } catch {
                 // A BLMOVE may have moved a job before the connection broke; it stays in the
                 // in-flight list and is recovered when this worker (or the reaper) restarts it.
-                permits.release()
+                permits.release(unreleased)
                 uncertain = true
                 FarmMetrics.redisReconnect(component: "fetch")
                 logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(mode)", "error": "\(error.message)"])

@@ -1,56 +1,50 @@
 import Synchronization
 
-/// What the rest of the worker can do to one running job: cancel it or cut
-/// it short for a drain. Both abort the upstream transfer, if one runs.
+/// What the rest of the worker can do to one running job: cancel it, cut it
+/// short for a drain, or fence it off when the worker's lease lapsed. Each
+/// aborts the upstream transfer, if one runs.
 final class JobHandle: Sendable {
     private struct State {
         var token: TransferToken?
         var cancelled = false
         var drained = false
+        var fenced = false
     }
 
     private let state = Mutex(State())
     let engine: HTTPEngine
+    /// The lease epoch the job was taken under.
+    let epoch: UInt64
 
-    init(engine: HTTPEngine) { self.engine = engine }
+    init(engine: HTTPEngine, epoch: UInt64) {
+        self.engine = engine
+        self.epoch = epoch
+    }
 
     var isCancelled: Bool { state.withLock { $0.cancelled } }
     var isDrained: Bool { state.withLock { $0.drained } }
-    var isInterrupted: Bool { state.withLock { $0.cancelled || $0.drained } }
+    var isFenced: Bool { state.withLock { $0.fenced } }
 
     /// Registers the transfer about to run; returns false when the job was interrupted meanwhile.
     func begin(_ token: TransferToken) -> Bool {
         state.withLock { s in
             s.token = token
-            return !(s.cancelled || s.drained)
+            return !(s.cancelled || s.drained || s.fenced)
         }
     }
 
     func end() { state.withLock { $0.token = nil } }
 
-    func cancel() {
-        let token = state.withLock { s -> TransferToken? in
-            s.cancelled = true
-            return s.token
-        }
-        if let token { engine.abort(token, reason: .cancelled) }
-    }
+    func cancel() { interrupt(.cancelled) { $0.cancelled = true } }
+    func drain() { interrupt(.drain) { $0.drained = true } }
+    func fence() { interrupt(.drain) { $0.fenced = true } }
 
-    func drain() {
+    private func interrupt(_ reason: HTTPResult.Abort, _ mark: (inout State) -> Void) {
         let token = state.withLock { s -> TransferToken? in
-            s.drained = true
-            return s.cancelled ? nil : s.token
+            let already = s.cancelled || s.drained || s.fenced
+            mark(&s)
+            return already ? nil : s.token
         }
-        if let token { engine.abort(token, reason: .drain) }
-    }
-
-    /// Waits up to `seconds`, returning early once the job is interrupted.
-    func pause(_ seconds: Double) async {
-        let end = Clock.nowNanos() + UInt64(max(0, seconds) * 1e9)
-        while !isInterrupted {
-            let now = Clock.nowNanos()
-            guard now < end else { return }
-            try? await Task.sleep(for: .nanoseconds(Int(min(end - now, 20_000_000))))
-        }
+        if let token { engine.abort(token, reason: reason) }
     }
 }

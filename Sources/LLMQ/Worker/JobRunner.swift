@@ -2,10 +2,12 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Runs one job from the moment it sits in this worker's in-flight list to
-/// its acknowledgement: parse, route, stream from the provider (falling back
-/// to the next target before any output), publish the terminal event and the
-/// result, and remove the job from the in-flight list.
+/// Carries out one job's visit to this worker: it parses the job, asks the
+/// job's `JobLifecycle` what to do, does it (calls a provider, or ends the
+/// visit through the job's `HeldJob`), and feeds back what happened.
+///
+/// Every write for a job goes through the publisher and is dropped once the
+/// lease the job was taken under is gone (see `Lease`).
 public final class JobRunner: Sendable {
     public struct Settings: Sendable {
         public var worker: String
@@ -24,6 +26,9 @@ public final class JobRunner: Sendable {
     let registry: ProviderRegistry
     let engine: HTTPEngine
     let publisher: EventPublisher
+    let lease: Lease
+    let promoter: DelayedJobPromoter?
+    let labels: ModelLabels
     let parser: JobParser
     let logger: Logger
     private let active = Mutex<[String: JobHandle]>([:])
@@ -31,19 +36,30 @@ public final class JobRunner: Sendable {
     private let recentCancels = Mutex<[String: UInt64]>([:])
     private let draining = Atomic<Bool>(false)
 
-    public init(settings: Settings, registry: ProviderRegistry, engine: HTTPEngine, publisher: EventPublisher, logger: Logger) {
+    public init(settings: Settings, registry: ProviderRegistry, engine: HTTPEngine, publisher: EventPublisher, lease: Lease,
+                promoter: DelayedJobPromoter?, labels: ModelLabels, logger: Logger) {
         self.settings = settings
         self.registry = registry
         self.engine = engine
         self.publisher = publisher
+        self.lease = lease
+        self.promoter = promoter
+        self.labels = labels
         self.parser = JobParser(maxBytes: settings.maxJobBytes)
         self.logger = logger
     }
 
-    /// Cuts every running transfer and backoff; their jobs go back to the queue.
+    // MARK: interruptions
+
+    /// Cuts every running transfer; their jobs go back to the queue.
     public func abortAll() {
         draining.store(true, ordering: .relaxed)
         for h in active.withLock({ Array($0.values) }) { h.drain() }
+    }
+
+    /// Stops every job taken under an epoch older than `epoch`, without a write.
+    public func fence(olderThan epoch: UInt64) {
+        for h in active.withLock({ Array($0.values) }) where h.epoch < epoch { h.fence() }
     }
 
     /// Cancels the job `id` if it runs here (its upstream transfer is aborted at
@@ -60,11 +76,12 @@ public final class JobRunner: Sendable {
         }
     }
 
-    private func register(_ id: String) -> JobHandle {
-        let h = JobHandle(engine: engine)
+    private func register(_ id: String, epoch: UInt64) -> JobHandle {
+        let h = JobHandle(engine: engine, epoch: epoch)
         active.withLock { $0[id] = h }
         if recentCancels.withLock({ $0.removeValue(forKey: id) }) != nil { h.cancel() }
         if draining.load(ordering: .relaxed) { h.drain() }
+        if !lease.holds(epoch) { h.fence() }
         return h
     }
 
@@ -72,314 +89,297 @@ public final class JobRunner: Sendable {
         active.withLock { if $0[id] === h { $0.removeValue(forKey: id) } }
     }
 
-    /// Runs one job; `cancelRequested` says its cancel key was set when it was fetched.
-    public func run(raw: [UInt8], mode: String, cancelRequested: Bool = false) async {
+    // MARK: one visit
+
+    /// Everything one visit needs to carry out actions.
+    struct Visit {
+        let job: Job
+        let held: HeldJob
+        let stream: RequestStream
+        let handle: JobHandle
+        let targets: [ProviderRegistry.Target]
+        let t0: UInt64
+        let log: Logger
+        var target: ProviderRegistry.Target?
+        var outcome: Outcome?
+        var lastError: LLMQError?
+    }
+
+    /// Runs one visit of a job this worker holds; `cancelRequested` says its cancel key was set when it was fetched.
+    public func run(_ held: HeldJob, epoch: UInt64, cancelRequested: Bool = false) async {
         let t0 = Clock.nowNanos()
+        let pickedAt = Clock.unixTime()
         let job: Job
         do {
-            job = try parser.parse(raw, mode: mode)
+            job = try parser.parse(held.raw, mode: held.mode)
         } catch {
-            await reject(raw: raw, mode: mode, rejection: error)
+            await reject(held, rejection: error, epoch: epoch)
             return
         }
         var log = logger
         log[metadataKey: "request_id"] = "\(job.id)"
-        let stream = RequestStream(writer: EventWriter(id: job.id, maxOutputBytes: settings.maxOutputBytes), keys: settings.keys, logTTL: settings.logTTL)
-        let writer = stream.writer
+        let stream = RequestStream(
+            writer: EventWriter(id: job.id, maxOutputBytes: settings.maxOutputBytes), keys: settings.keys, logTTL: settings.logTTL,
+            fence: (lease, epoch))
         stream.trace = JobTrace.start(job: job, worker: settings.worker, pickedUp: t0)
-        let handle = register(job.id)
+        let handle = register(job.id, epoch: epoch)
         defer { unregister(job.id, handle) }
         if cancelRequested { handle.cancel() }
-        var attempt = job.attempts + 1
-        let maxAttempts = job.maxAttempts ?? settings.maxAttempts
 
-        if handle.isCancelled {
-            await end(job, stream, error: LLMQError(.cancelled, "the request was cancelled before it started"), attempt: attempt, target: nil, t0: t0)
-            return
-        }
-        if let d = job.deadline, Clock.unixTime() > d {
-            await end(job, stream, error: LLMQError(.expired, "the job's deadline \(d) passed before a worker picked it up"), attempt: attempt, target: nil, t0: t0)
-            return
-        }
         let targets: [ProviderRegistry.Target]
         do {
             targets = try registry.resolve(job.model)
         } catch {
-            await end(job, stream, error: error, attempt: attempt, target: nil, t0: t0, deadLetter: true)
+            let v = Visit(job: job, held: held, stream: stream, handle: handle, targets: [], t0: t0, log: log)
+            await fail(v, error, attempt: job.attempts + 1, deadLetter: true)
             return
         }
-        let budgetEnd = job.timeoutS.map { t0 + UInt64($0 * 1e9) }
+        var visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, log: log)
+        var machine = JobLifecycle(.init(
+            attemptsSpent: job.attempts, maxAttempts: job.maxAttempts ?? settings.maxAttempts, targets: targets.count,
+            deadline: job.deadline, notBefore: job.notBefore, budgetEnd: job.timeoutS.map { pickedAt + $0 },
+            retryBase: settings.retryBase, retryCap: settings.retryCap))
+        var action = machine.handle(.picked(now: pickedAt, cancelRequested: handle.isCancelled, cooling: await cooling(targets)))
         while true {
-            let outcome = await runAttempt(job, stream, targets: targets, attempt: attempt, handle: handle, budgetEnd: budgetEnd, t0: t0, log: log)
-            switch outcome {
-            case .done(let o, let target):
-                await finish(job, stream, status: "done", outcome: o, attempt: attempt, provider: target.provider.name, model: target.model)
-                FarmMetrics.requestFinished(
-                    mode: job.mode, provider: target.provider.name, model: target.model, outcome: "done", seconds: o.durationMs / 1000,
-                    ttft: o.ttftMs.map { $0 / 1000 }, promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens)
-                return
-            case .drained:
-                await requeue(job, stream, attempt: attempt, mode: mode)
-                return
-            case .failed(var error, let target):
-                if handle.isCancelled { error = LLMQError(.cancelled, "the request was cancelled") }
-                let remaining = budgetEnd.map { Double(Int64(bitPattern: $0 &- Clock.nowNanos())) / 1e9 } ?? .infinity
-                let delay = backoff(attempt: attempt, retryAfter: error.retryAfter)
-                guard error.retryable, error.code != .cancelled, attempt < maxAttempts, delay < remaining else {
-                    if error.retryable && attempt >= maxAttempts && maxAttempts > 1 {
-                        error.message += " (attempt \(attempt) of \(maxAttempts))"
+            if handle.isFenced { action = machine.handle(.leaseLost) }
+            switch action {
+            case .call(let index, let attempt):
+                if handle.isCancelled {
+                    action = machine.handle(.cancelled)
+                    continue
+                }
+                if handle.isDrained {
+                    action = machine.handle(.drained(outputSent: stream.writer.outputSent))
+                    continue
+                }
+                let target = targets[index]
+                if let previous = visit.target, visit.lastError != nil, previous.provider.name != target.provider.name || previous.model != target.model {
+                    FarmMetrics.fallback(mode: job.mode, provider: previous.provider.name)
+                }
+                visit.target = target
+                let call = await self.call(visit, target: target, attempt: attempt, budgetEnd: job.timeoutS.map { pickedAt + $0 })
+                switch call {
+                case .succeeded(let outcome):
+                    visit.outcome = outcome
+                    action = machine.handle(.callEnded(.succeeded, now: Clock.unixTime(), cooling: [], jitter: 0))
+                case .failed(let error):
+                    visit.lastError = error
+                    action = machine.handle(.callEnded(
+                        .failed(error, outputSent: stream.writer.outputSent), now: Clock.unixTime(), cooling: await cooling(targets),
+                        jitter: Double.random(in: 0...1)))
+                case .interrupted:
+                    if handle.isFenced {
+                        action = machine.handle(.leaseLost)
+                    } else if handle.isCancelled {
+                        action = machine.handle(.cancelled)
+                    } else {
+                        action = machine.handle(.drained(outputSent: stream.writer.outputSent))
                     }
-                    await end(job, stream, error: error, attempt: attempt, target: target, t0: t0)
-                    return
                 }
-                if writer.outputSent {
-                    writer.retry(nextAttempt: attempt + 1, reason: error.code.rawValue)
-                    publisher.submit { stream.drain(into: &$0) }
-                }
-                FarmMetrics.retry(mode: job.mode, reason: error.code.rawValue)
-                log.info("retrying", metadata: ["attempt": "\(attempt)", "code": "\(error.code)", "delay_s": "\(String(format: "%.2f", delay))"])
-                await handle.pause(delay)
-                attempt += 1
-                if handle.isDrained && !handle.isCancelled {
-                    await requeue(job, stream, attempt: attempt - 1, mode: mode, announced: true)
-                    return
-                }
+            case .wait(let wait):
+                await delay(visit, wait, epoch: epoch)
+                return
+            case .requeue(let spent, let timeoutLeft, let announce):
+                await requeue(visit, attemptsSpent: spent, timeoutLeft: timeoutLeft, announce: announce, epoch: epoch)
+                return
+            case .finish(let attempt):
+                await finish(visit, attempt: attempt, epoch: epoch)
+                return
+            case .fail(let error, let attempt, let deadLetter):
+                await fail(visit, error, attempt: attempt, deadLetter: deadLetter, epoch: epoch)
+                return
+            case .abandon:
+                stream.trace?.finish(outcome: "fenced", attempt: machine.attempt, provider: nil, model: nil, firstOutputAt: nil)
+                log.warning("stopped a job without a write: this worker's lease lapsed, so the job is another's to recover")
+                return
+            case .none:
+                return
             }
         }
     }
 
-    enum AttemptOutcome {
-        case done(Outcome, ProviderRegistry.Target)
-        case failed(LLMQError, ProviderRegistry.Target?)
-        case drained
+    /// Seconds each target still cools down, nil where it may be called.
+    private func cooling(_ targets: [ProviderRegistry.Target]) async -> [Double?] {
+        var out: [Double?] = []
+        for t in targets { out.append(await registry.cooldowns.remaining(t.provider.name)) }
+        return out
     }
 
-    /// One attempt: the route's targets in order, moving on only while no output went out.
-    private func runAttempt(_ job: Job, _ stream: RequestStream, targets: [ProviderRegistry.Target], attempt: Int, handle: JobHandle,
-                            budgetEnd: UInt64?, t0: UInt64, log: Logger) async -> AttemptOutcome {
-        let writer = stream.writer
-        var lastError = LLMQError(.internal, "no target was tried")
-        var last: ProviderRegistry.Target?
-        for (i, target) in targets.enumerated() {
-            if handle.isCancelled { return .failed(LLMQError(.cancelled, "the request was cancelled"), last) }
-            if handle.isDrained { return .drained }
-            last = target
-            var remaining: Double?
-            if let budgetEnd {
-                let now = Clock.nowNanos()
-                guard now < budgetEnd else {
-                    return .failed(LLMQError(.timeout, "the job's timeout_s of \(job.timeoutS!) s ran out"), target)
-                }
-                remaining = Double(budgetEnd - now) / 1e9
-            }
-            let provider = target.provider
-            if let wait = await registry.cooldowns.remaining(provider.name) {
-                // The farm backs off together: skip a cooling provider; on the last target, end rate_limited.
-                lastError = LLMQError(.rateLimited, "\(provider.name) is cooling down for \(String(format: "%.1f", wait)) s more, shared by the farm after 429s or repeated failures", retryable: true, retryAfter: wait)
-                if i + 1 < targets.count { continue }
-                break
-            }
-            writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: job.metadata)
-            let request: HTTPRequest
-            do {
-                request = try provider.makeRequest(job: job, model: target.model, timeout: remaining)
-            } catch {
-                lastError = error
-                if !Self.fallsBack(error) { break }
-                continue
-            }
-            let decoder = provider.makeDecoder(job: job, writer: writer)
-            let permit = await registry.limiter.acquire(provider.name)  // max_concurrency per provider
-            defer { if permit { registry.limiter.release(provider.name) } }
-            let token = TransferToken()
-            guard handle.begin(token) else {
-                return handle.isCancelled ? .failed(LLMQError(.cancelled, "the request was cancelled"), target) : .drained
-            }
-            let call = stream.trace?.providerCall(provider: provider.name, model: target.model, attempt: attempt)
-            let result = await engine.perform(request, decoder: decoder, output: stream, token: token)
-            handle.end()
-            stream.trace?.endProviderCall(call, result: result, decoderFailure: decoder.failure, complete: decoder.complete, firstOutputAt: writer.firstOutputAt)
+    enum CallResult {
+        case succeeded(Outcome)
+        case failed(LLMQError)
+        case interrupted
+    }
 
-            if result.completed && result.isHTTPSuccess && decoder.failure == nil && decoder.complete {
-                let outcome = Outcome(
-                    finishReason: decoder.finishReason ?? "stop", usage: decoder.usage,
-                    ttftMs: writer.firstOutputAt.map { Clock.millis(since: t0, to: $0) },
-                    durationMs: Clock.millis(since: t0), metadata: job.metadata)
-                writer.done(outcome)
-                registry.cooldowns.record(provider.name, error: nil)
-                return .done(outcome, target)
-            }
-            switch result.aborted {
-            case .drain?: return .drained
-            case .cancelled?: return .failed(LLMQError(.cancelled, "the request was cancelled while it ran"), target)
-            default: break
-            }
-            lastError = decoder.failure ?? provider.error(for: result)
-            if budgetEnd != nil && result.curlCode == 28 && (remaining ?? .infinity) < provider.config.timeoutS {
-                lastError = LLMQError(.timeout, "the job's timeout_s of \(job.timeoutS!) s ran out", retryable: false)
-            }
-            registry.cooldowns.record(provider.name, error: lastError)
-            log.warning("upstream attempt failed", metadata: [
-                "provider": "\(provider.name)", "model": "\(target.model)", "attempt": "\(attempt)",
-                "code": "\(lastError.code)", "error": "\(registry.redact(lastError.message))",
-            ])
-            if writer.outputSent || !Self.fallsBack(lastError) { break }
-            if i + 1 < targets.count { FarmMetrics.fallback(mode: job.mode, provider: provider.name) }
+    /// One call to one target.
+    private func call(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) async -> CallResult {
+        let writer = v.stream.writer
+        let provider = target.provider
+        var remaining: Double?
+        if let budgetEnd {
+            remaining = budgetEnd - Clock.unixTime()
+            guard remaining! > 0 else { return .failed(LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out")) }
         }
-        return .failed(lastError, last)
-    }
-
-    /// Full-jitter exponential backoff, never shorter than what the upstream asked for.
-    func backoff(attempt: Int, retryAfter: Double?) -> Double {
-        let ceiling = min(settings.retryCap, settings.retryBase * pow(2, Double(max(0, attempt - 1))))
-        let jittered = Double.random(in: 0...ceiling)
-        return max(jittered, retryAfter ?? 0)
-    }
-
-    /// Whether an error before any output moves on to the route's next target.
-    static func fallsBack(_ e: LLMQError) -> Bool {
-        switch e.code {
-        case .badRequest, .cancelled, .expired, .invalidJob: false
-        default: true
+        writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: v.job.metadata)
+        let request: HTTPRequest
+        do {
+            request = try provider.makeRequest(job: v.job, model: target.model, timeout: remaining)
+        } catch {
+            return .failed(error)
         }
-    }
+        let decoder = provider.makeDecoder(job: v.job, writer: writer)
+        let permit = await registry.limiter.acquire(provider.name)  // max_concurrency per provider
+        defer { if permit { registry.limiter.release(provider.name) } }
+        let token = TransferToken()
+        guard v.handle.begin(token) else { return .interrupted }
+        let span = v.stream.trace?.providerCall(provider: provider.name, model: target.model, attempt: attempt)
+        let result = await engine.perform(request, decoder: decoder, output: v.stream, token: token)
+        v.handle.end()
+        v.stream.trace?.endProviderCall(span, result: result, decoderFailure: decoder.failure, complete: decoder.complete, firstOutputAt: writer.firstOutputAt)
 
-    /// Ends a job with a terminal error.
-    private func end(_ job: Job, _ stream: RequestStream, error: LLMQError, attempt: Int, target: ProviderRegistry.Target?, t0: UInt64,
-                     deadLetter: Bool = false) async {
-        var error = error
-        error.message = registry.redact(error.message)
-        stream.writer.error(error, attempt: attempt)
-        // Failed for good goes to the dead list; a cancellation or an expiry is what the producer asked for.
-        let dead = deadLetter || (error.code != .cancelled && error.code != .expired)
-        await finish(job, stream, status: "error", error: error, attempt: attempt, provider: target?.provider.name, model: target?.model, deadLetter: dead)
-        if error.code == .cancelled { FarmMetrics.cancelled(mode: job.mode) }
-        if dead { FarmMetrics.deadLettered(mode: job.mode, code: error.code.rawValue) }
-        FarmMetrics.requestFinished(
-            mode: job.mode, provider: target?.provider.name ?? "none", model: target?.model ?? job.model, outcome: error.code.rawValue,
-            seconds: Clock.millis(since: t0) / 1000, ttft: nil, promptTokens: nil, completionTokens: nil)
+        if result.completed && result.isHTTPSuccess && decoder.failure == nil && decoder.complete {
+            registry.cooldowns.record(provider.name, error: nil)
+            return .succeeded(Outcome(
+                finishReason: decoder.finishReason ?? "stop", usage: decoder.usage,
+                ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) },
+                durationMs: Clock.millis(since: v.t0), metadata: v.job.metadata))
+        }
+        switch result.aborted {
+        case .drain?, .cancelled?: return .interrupted
+        default: break
+        }
+        var error = decoder.failure ?? provider.error(for: result)
+        if let remaining, result.curlCode == 28, remaining < provider.config.timeoutS {
+            error = LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out", retryable: false)
+        }
+        registry.cooldowns.record(provider.name, error: error)
+        v.log.warning("upstream call failed", metadata: [
+            "provider": "\(provider.name)", "model": "\(registry.redact(target.model))", "attempt": "\(attempt)",
+            "code": "\(error.code)", "error": "\(registry.redact(error.message))",
+        ])
+        return .failed(error)
     }
 
     // MARK: endings
 
-    private func finish(_ job: Job, _ stream: RequestStream, status: String, outcome: Outcome? = nil, error: LLMQError? = nil,
-                        attempt: Int, provider: String?, model: String?, deadLetter: Bool = false) async {
-        let w = stream.writer
-        stream.trace?.finish(
-            outcome: error?.code.rawValue ?? status, attempt: attempt, provider: provider, model: model, firstOutputAt: w.firstOutputAt,
-            promptTokens: outcome?.usage.promptTokens, completionTokens: outcome?.usage.completionTokens, message: error?.message)
-        var result: [String: JSONValue] = [
-            "id": .string(job.id), "status": .string(status), "attempt": .int(attempt), "worker": .string(settings.worker),
-            "text": .string(w.text), "metadata": job.metadata ?? .object([:]),
-        ]
-        if let provider { result["provider"] = .string(provider) }
-        if let model { result["model"] = .string(model) }
-        if let outcome {
-            result["finish_reason"] = .string(outcome.finishReason)
-            result["usage"] = outcome.usage.json
-            result["ttft_ms"] = outcome.ttftMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
-            result["duration_ms"] = .double((outcome.durationMs * 10).rounded() / 10)
-        }
-        if let error {
-            result["error"] = ["code": .string(error.code.rawValue), "message": .string(error.message), "retryable": .bool(error.retryable)]
-        }
-        if !w.toolCalls.isEmpty {
-            result["tool_calls"] = .array(w.toolCalls.map { tc in
-                var args: [UInt8] = [UInt8(ascii: "\"")]
-                args.append(contentsOf: tc.argumentsEscaped)
-                args.append(UInt8(ascii: "\""))
-                let text = (try? JSONValue.parse(args).stringValue) ?? ""
-                return ["index": .int(tc.index), "call_id": .string(tc.callID), "name": .string(tc.name), "arguments": .string(text)]
-            })
-        }
-        if w.embeddingCount > 0 { result["embeddings"] = .int(w.embeddingCount) }
-        let run = Self.runToken()
-        result["run"] = .string(run)
-        let resultBytes = JSONValue.object(result).jsonBytes
-        let dead = deadLetter ? deadEntry(raw: job.raw, id: job.id, error: error!, attempt: attempt) : nil
-        await publisher.send { buf in
-            stream.drainTerminal(into: &buf, result: resultBytes, resultTTL: settings.resultTTL, runToken: run)
-                + acknowledge(raw: job.raw, mode: job.mode, dead: dead, into: &buf)
-        }
+    private func finish(_ v: Visit, attempt: Int, epoch: UInt64) async {
+        guard let outcome = v.outcome, let target = v.target else { return }
+        let w = v.stream.writer
+        w.done(outcome)
+        v.stream.trace?.finish(
+            outcome: "done", attempt: attempt, provider: target.provider.name, model: target.model, firstOutputAt: w.firstOutputAt,
+            promptTokens: outcome.usage.promptTokens, completionTokens: outcome.usage.completionTokens, message: nil)
+        let result = ResultRecord(
+            id: v.job.id, worker: settings.worker, attempt: attempt, metadata: v.job.metadata, writer: w, provider: target.provider.name,
+            model: target.model, outcome: outcome)
+        await settle(epoch, v.log, { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
+                     then: { v.held.acknowledge(into: &$0) })
+        FarmMetrics.requestFinished(
+            mode: v.job.mode, provider: target.provider.name, model: labels.label(provider: target.provider.name, model: target.model),
+            outcome: "done", seconds: outcome.durationMs / 1000, ttft: outcome.ttftMs.map { $0 / 1000 },
+            promptTokens: outcome.usage.promptTokens, completionTokens: outcome.usage.completionTokens)
     }
 
-    /// A token naming one terminal write, so a resent batch cannot write it twice.
-    static func runToken() -> String { "\(Clock.nowNanos())-\(UInt32.random(in: 0...UInt32.max))" }
-
-    /// Removes a job from the in-flight list, into the dead list when `dead` is given (at most once).
-    private func acknowledge(raw: [UInt8], mode: String, dead: [UInt8]?, into buf: inout [UInt8]) -> Int {
-        let inflight = settings.keys.inflight(mode, worker: settings.worker)
-        if let dead {
-            Scripts.appendEval(Scripts.bury, keys: [inflight, settings.keys.dead(mode)], args: [raw, dead], to: &buf)
-        } else {
-            RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &buf)
-        }
-        return 1
+    private func fail(_ v: Visit, _ error: LLMQError, attempt: Int, deadLetter: Bool, epoch: UInt64? = nil) async {
+        var error = error
+        error.message = registry.redact(error.message)
+        let w = v.stream.writer
+        w.error(error, attempt: attempt)
+        v.stream.trace?.finish(
+            outcome: error.code.rawValue, attempt: attempt, provider: v.target?.provider.name, model: v.target?.model,
+            firstOutputAt: w.firstOutputAt, promptTokens: nil, completionTokens: nil, message: error.message)
+        let result = ResultRecord(
+            id: v.job.id, worker: settings.worker, attempt: attempt, metadata: v.job.metadata, writer: w, provider: v.target?.provider.name,
+            model: v.target?.model, error: error)
+        let dead = deadLetter
+            ? DeadLetter.entry(raw: v.held.raw, id: v.job.id, error: error, attempt: attempt, worker: settings.worker, now: Clock.unixTime())
+            : nil
+        await settle(epoch ?? v.handle.epoch, v.log,
+                     { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
+                     then: { v.held.leave(dead: dead, into: &$0) })
+        if error.code == .cancelled { FarmMetrics.cancelled(mode: v.job.mode) }
+        if deadLetter { FarmMetrics.deadLettered(mode: v.job.mode, code: error.code.rawValue) }
+        let provider = v.target?.provider.name ?? "none"
+        FarmMetrics.requestFinished(
+            mode: v.job.mode, provider: provider, model: v.target.map { labels.label(provider: provider, model: $0.model) } ?? "none",
+            outcome: error.code.rawValue, seconds: Clock.millis(since: v.t0) / 1000, ttft: nil, promptTokens: nil, completionTokens: nil)
     }
 
-    private func reject(raw: [UInt8], mode: String, rejection: JobRejection) async {
-        FarmMetrics.deadLettered(mode: mode, code: rejection.error.code.rawValue)
-        logger.warning("rejected a job", metadata: [
-            "request_id": "\(rejection.id ?? "-")", "mode": "\(mode)", "error": "\(rejection.error.message)",
+    /// The job leaves this worker to wait in its mode's delayed set.
+    private func delay(_ v: Visit, _ wait: JobLifecycle.Wait, epoch: UInt64) async {
+        let now = Clock.unixTime()
+        let seconds = max(0, wait.until - now)
+        let reason = v.lastError?.code.rawValue ?? wait.reason.rawValue
+        if let next = wait.announce { v.stream.writer.retry(nextAttempt: next, reason: reason, retryIn: seconds) }
+        let rewritten = HeldJob.rewrite(
+            v.held.raw, attempts: wait.attemptsSpent != v.job.attempts ? wait.attemptsSpent : nil, timeoutLeft: wait.timeoutLeft)
+        v.stream.trace?.finish(outcome: "delayed", attempt: wait.attemptsSpent, provider: nil, model: nil, firstOutputAt: v.stream.writer.firstOutputAt)
+        await settle(epoch, v.log, { v.stream.drain(into: &$0) }, then: {
+            v.held.delay(as: rewritten, seconds: wait.reason == .notBefore ? 0 : seconds,
+                         notBefore: wait.reason == .notBefore ? wait.until : nil, into: &$0)
+        })
+        promoter?.nudge(dueIn: seconds)
+        FarmMetrics.delayed(mode: v.job.mode, reason: wait.reason.rawValue)
+        if wait.reason == .retry { FarmMetrics.retry(mode: v.job.mode, reason: reason) }
+        v.log.info("waiting in the delayed set", metadata: [
+            "reason": "\(wait.reason.rawValue)", "delay_s": "\(String(format: "%.2f", seconds))", "attempts": "\(wait.attemptsSpent)",
         ])
-        let dead = deadEntry(raw: raw, id: rejection.id, error: rejection.error, attempt: 1)
-        var stream: RequestStream?
-        var resultBytes: [UInt8] = []
-        let run = Self.runToken()
-        if let id = rejection.id {
-            let s = RequestStream(writer: EventWriter(id: id), keys: settings.keys, logTTL: settings.logTTL)
-            s.writer.error(rejection.error, attempt: 1)
-            stream = s
-            let error: [String: JSONValue] = [
-                "code": .string(rejection.error.code.rawValue), "message": .string(rejection.error.message), "retryable": .bool(false),
-            ]
-            var o: [String: JSONValue] = ["id": .string(id), "status": .string("error"), "attempt": .int(1)]
-            o["worker"] = .string(settings.worker)
-            o["run"] = .string(run)
-            o["error"] = .object(error)
-            resultBytes = JSONValue.object(o).jsonBytes
-        }
-        await publisher.send { buf in
-            var n = 0
-            if let stream { n += stream.drainTerminal(into: &buf, result: resultBytes, resultTTL: settings.resultTTL, runToken: run) }
-            return n + acknowledge(raw: raw, mode: mode, dead: dead, into: &buf)
-        }
     }
 
-    /// Puts a job back at the head of its queue. When output had gone out the
-    /// attempt counts, and subscribers hear `retry`; otherwise it goes back unchanged.
-    private func requeue(_ job: Job, _ stream: RequestStream, attempt: Int, mode: String, announced: Bool = false) async {
-        let writer = stream.writer
-        var newRaw = job.raw
-        if writer.outputSent || announced {
-            if !announced { writer.retry(nextAttempt: attempt + 1, reason: "worker_drained") }
-            if case .object(var o)? = try? JSONValue.parse(job.raw) {
-                o["attempts"] = .int(attempt)
-                newRaw = JSONValue.object(o).jsonBytes
+    /// Puts the job back at the head of its queue (a drain).
+    private func requeue(_ v: Visit, attemptsSpent: Int, timeoutLeft: Double?, announce: Int?, epoch: UInt64) async {
+        if let next = announce { v.stream.writer.retry(nextAttempt: next, reason: "worker_drained", retryIn: nil) }
+        let rewritten = HeldJob.rewrite(v.held.raw, attempts: attemptsSpent != v.job.attempts ? attemptsSpent : nil, timeoutLeft: timeoutLeft)
+        FarmMetrics.requeued(mode: v.job.mode, reason: "drain")
+        v.stream.trace?.finish(outcome: "requeued", attempt: attemptsSpent, provider: nil, model: nil, firstOutputAt: v.stream.writer.firstOutputAt)
+        v.log.info("put a job back on its queue", metadata: ["attempts": "\(attemptsSpent)"])
+        await settle(epoch, v.log, { v.stream.drain(into: &$0) }, then: { v.held.requeue(as: rewritten, into: &$0) })
+    }
+
+    /// A job that cannot be parsed: answered when its id can be read, and buried.
+    private func reject(_ held: HeldJob, rejection: JobRejection, epoch: UInt64) async {
+        FarmMetrics.deadLettered(mode: held.mode, code: rejection.error.code.rawValue)
+        logger.warning("rejected a job", metadata: [
+            "request_id": "\(rejection.id ?? "-")", "mode": "\(held.mode)", "error": "\(rejection.error.message)",
+        ])
+        let attempt = 1
+        let dead = DeadLetter.entry(raw: held.raw, id: rejection.id, error: rejection.error, attempt: attempt, worker: settings.worker,
+                                    now: Clock.unixTime())
+        guard let id = rejection.id else {
+            await settle(epoch, logger, { _ in 0 }, then: { held.bury(dead, into: &$0) })
+            return
+        }
+        let stream = RequestStream(writer: EventWriter(id: id), keys: settings.keys, logTTL: settings.logTTL, fence: (lease, epoch))
+        stream.writer.error(rejection.error, attempt: attempt)
+        let result = ResultRecord(id: id, worker: settings.worker, attempt: attempt, metadata: nil, writer: nil, provider: nil, model: nil,
+                                  error: rejection.error)
+        await settle(epoch, logger, { stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
+                     then: { held.bury(dead, into: &$0) })
+    }
+
+    /// Ends a visit: writes `first` (the job's last lines, its terminal write), then, once Redis
+    /// accepted all of it, `then` (the move out of the in-flight list). A refused part is sent again,
+    /// the same bytes, with a backoff; the move never goes without what precedes it. Nothing is
+    /// written once the lease the job was taken under is gone.
+    private func settle(_ epoch: UInt64, _ log: Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int) async {
+        var a: [UInt8] = []
+        let na = first(&a)
+        var b: [UInt8] = []
+        let nb = move(&b)
+        var backoff = 0.1
+        for (bytes, n) in [(a, na), (b, nb)] where n > 0 {
+            var tries = 0
+            while true {
+                guard lease.holds(epoch) else { return }
+                if await publisher.send({ $0.append(contentsOf: bytes); return n }) { break }
+                tries += 1
+                guard tries < 10 else {
+                    log.error("Redis keeps refusing a job's last writes; it stays in flight and is recovered when this worker restarts")
+                    return
+                }
+                try? await Task.sleep(for: .seconds(backoff))
+                backoff = min(backoff * 2, 3)
             }
         }
-        FarmMetrics.requeued(mode: mode, reason: "drain")
-        stream.trace?.finish(outcome: "requeued", attempt: attempt, provider: nil, model: nil, firstOutputAt: writer.firstOutputAt)
-        logger.info("put a job back on its queue", metadata: ["request_id": "\(job.id)", "attempt": "\(attempt)"])
-        let keys = settings.keys
-        await publisher.send { buf in
-            let n = stream.drain(into: &buf)
-            Scripts.appendEval(Scripts.requeue, keys: [keys.inflight(mode, worker: settings.worker), keys.queue(mode)], args: [job.raw, newRaw], to: &buf)
-            return n + 1
-        }
-    }
-
-    func deadEntry(raw: [UInt8], id: String?, error: LLMQError, attempt: Int) -> [UInt8] {
-        var o: [String: JSONValue] = [
-            "code": .string(error.code.rawValue), "reason": .string(error.message), "worker": .string(settings.worker),
-            "at": .double((Clock.unixTime() * 1000).rounded() / 1000), "attempt": .int(attempt),
-        ]
-        if let id { o["id"] = .string(id) }
-        if let s = String(validating: raw, as: UTF8.self) {
-            o["job"] = .string(s)
-        } else {
-            o["job_base64"] = .string(Data(raw).base64EncodedString())
-        }
-        return JSONValue.object(o).jsonBytes
     }
 }

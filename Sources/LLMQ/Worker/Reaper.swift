@@ -1,11 +1,13 @@
 import Foundation
 import Logging
 
-/// Recovers the jobs a worker left in its in-flight lists when it died:
-/// each goes back to the head of its queue with the attempt counted (and a
-/// `retry` event when output had gone out), or, with its attempts spent, ends
-/// with `worker_lost` and goes to the dead list. A job whose terminal event
-/// was already written is only acknowledged, so nothing ends twice.
+/// Recovers the jobs a worker left in its in-flight lists when it died (or
+/// when its own lease lapsed): each goes back to the head of its queue with the
+/// attempt counted (and a `retry` event when output had gone out), or, with its
+/// attempts spent, ends with `worker_lost` and goes to the dead list. A job
+/// whose terminal event was already written is only acknowledged, so nothing
+/// ends twice; a job that cannot be parsed is answered and buried at once, so a
+/// job that kills workers cannot go round for ever.
 ///
 /// A lock per dead worker (`SET NX` with expiry) keeps concurrent reapers on
 /// many hosts from recovering the same list twice.
@@ -16,15 +18,18 @@ public struct Reaper: Sendable {
     let defaultMaxAttempts: Int
     let resultTTL: Int
     let logTTL: Int
+    let parser: JobParser
     let logger: Logger
 
-    public init(keys: Keys, url: RedisURL, me: String, defaultMaxAttempts: Int, resultTTL: Int, logTTL: Int, logger: Logger) {
+    public init(keys: Keys, url: RedisURL, me: String, defaultMaxAttempts: Int, resultTTL: Int, logTTL: Int, maxJobBytes: Int = 1 << 20,
+                logger: Logger) {
         self.keys = keys
         self.url = url
         self.me = me
         self.defaultMaxAttempts = defaultMaxAttempts
         self.resultTTL = resultTTL
         self.logTTL = logTTL
+        self.parser = JobParser(maxBytes: maxJobBytes)
         self.logger = logger
     }
 
@@ -40,85 +45,81 @@ public struct Reaper: Sendable {
             guard let items = try c.command(["LRANGE", inflight, "0", "-1"]).array else { continue }
             for item in items.reversed() {
                 guard let raw = item.bytes else { continue }
-                try recoverOne(raw: raw, mode: mode, inflight: inflight, worker: worker, c)
+                try recoverOne(HeldJob(raw: raw, mode: mode, worker: worker, keys: keys), c)
                 total += 1
             }
         }
         return total
     }
 
-    private func recoverOne(raw: [UInt8], mode: String, inflight: String, worker: String, _ c: RedisConnection) throws(LLMQError) {
-        let object = (try? JSONValue.parse(raw))?.objectValue
-        let id = object?["id"]?.stringValue.flatMap { Job.isValidID($0) ? $0 : nil }
+    private func recoverOne(_ held: HeldJob, _ c: RedisConnection) throws(LLMQError) {
         var cmds: [UInt8] = []
-        var n = 0
-        guard let id, let object else {
-            // Unreadable: the worker died before it could dead-letter it; put it back so a worker does.
-            RESP.appendCommand(["RPUSH", keys.queue(mode)], last: raw, to: &cmds)
-            RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &cmds)
-            try run(cmds, count: 2, c)
+        let job: Job
+        do {
+            job = try parser.parse(held.raw, mode: held.mode)
+        } catch {
+            // It never ran: answer and bury it here rather than hand it to the next worker.
+            let dead = DeadLetter.entry(raw: held.raw, id: error.id, error: error.error, attempt: 1, worker: held.worker, now: Clock.unixTime())
+            var n = 0
+            if let id = error.id {
+                let stream = RequestStream(writer: EventWriter(id: id), keys: keys, logTTL: logTTL)
+                stream.writer.error(error.error, attempt: 1)
+                let result = ResultRecord(id: id, worker: held.worker, attempt: 1, metadata: nil, writer: nil, provider: nil, model: nil,
+                                          error: error.error)
+                n = held.finish(stream, result: result, resultTTL: resultTTL, dead: dead, into: &cmds)
+            } else {
+                n = held.bury(dead, into: &cmds)
+            }
+            try run(cmds, count: n, c)
+            FarmMetrics.deadLettered(mode: held.mode, code: error.error.code.rawValue)
+            logger.warning("buried a job a lost worker held that is not a valid job", metadata: [
+                "request_id": "\(error.id ?? "-")", "dead_worker": "\(held.worker)", "error": "\(error.error.message)",
+            ])
             return
         }
+        let id = job.id
         let last = try c.command(["XREVRANGE", keys.log(id), "+", "-", "COUNT", "1"]).array?.first?.array?.last?.array
         let lastLine = last.flatMap { f in f.count >= 2 ? f[1].bytes : nil }.flatMap { try? JSONValue.parse($0) }
         let lastType = lastLine?["type"]?.stringValue
         if lastType == "done" || lastType == "error" {
-            RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &cmds)
-            try run(cmds, count: 1, c)
-            logger.info("acknowledged a finished job a dead worker still held", metadata: ["request_id": "\(id)", "dead_worker": "\(worker)"])
+            try run(cmds, count: held.acknowledge(into: &cmds), c)
+            logger.info("acknowledged a finished job a lost worker still held", metadata: ["request_id": "\(id)", "dead_worker": "\(held.worker)"])
             return
         }
-        let attempts = object["attempts"]?.intValue ?? 0
-        let attempt = attempts + 1
-        let maxAttempts = object["max_attempts"]?.intValue ?? defaultMaxAttempts
+        let attempt = job.attempts + 1
+        let maxAttempts = job.maxAttempts ?? defaultMaxAttempts
         let outputStarted = lastType != nil && lastType != "retry"
         let stream = RequestStream(writer: EventWriter(id: id), keys: keys, logTTL: logTTL)
         if outputStarted { stream.writer.resumeAttempt(lastSeq: lastLine?["seq"]?.intValue ?? 0) }
         if attempt >= maxAttempts {
-            let error = LLMQError(.workerLost, "worker \(worker) was lost while running attempt \(attempt) of \(maxAttempts); no attempt is left")
+            let error = LLMQError(.workerLost, "worker \(held.worker) was lost while running attempt \(attempt) of \(maxAttempts); no attempt is left",
+                                  retryable: true)
             stream.writer.error(error, attempt: attempt)
-            n += stream.drain(into: &cmds)
-            let errorObject: [String: JSONValue] = [
-                "code": .string(error.code.rawValue), "message": .string(error.message), "retryable": .bool(true),
-            ]
-            var r: [String: JSONValue] = ["id": .string(id), "status": .string("error"), "attempt": .int(attempt)]
-            r["worker"] = .string(worker)
-            r["run"] = .string(JobRunner.runToken())
-            r["text"] = .string("")
-            r["metadata"] = object["metadata"] ?? .object([:])
-            r["error"] = .object(errorObject)
-            let result = JSONValue.object(r).jsonBytes
-            var d: [String: JSONValue] = ["id": .string(id), "code": .string(error.code.rawValue), "reason": .string(error.message)]
-            d["worker"] = .string(worker)
-            d["at"] = .double((Clock.unixTime() * 1000).rounded() / 1000)
-            d["attempt"] = .int(attempt)
-            d["job"] = .string(String(decoding: raw, as: UTF8.self))
-            let dead = JSONValue.object(d).jsonBytes
-            RESP.appendCommand(["SET", keys.result(id)], last: result, to: &cmds)
-            RESP.appendCommand(["EXPIRE", keys.result(id), String(resultTTL)], to: &cmds)
-            Scripts.appendEval(Scripts.bury, keys: [inflight, keys.dead(mode)], args: [raw, dead], to: &cmds)
-            try run(cmds, count: n + 3, c)
-            logger.warning("a lost worker's job has no attempt left", metadata: ["request_id": "\(id)", "dead_worker": "\(worker)"])
+            let result = ResultRecord(id: id, worker: held.worker, attempt: attempt, metadata: job.metadata, writer: nil, provider: nil, model: nil,
+                                      error: error)
+            let dead = DeadLetter.entry(raw: held.raw, id: id, error: error, attempt: attempt, worker: held.worker, now: Clock.unixTime())
+            try run(cmds, count: held.finish(stream, result: result, resultTTL: resultTTL, dead: dead, into: &cmds), c)
+            FarmMetrics.deadLettered(mode: held.mode, code: error.code.rawValue)
+            logger.warning("a lost worker's job has no attempt left", metadata: ["request_id": "\(id)", "dead_worker": "\(held.worker)"])
             return
         }
         if outputStarted { stream.writer.retry(nextAttempt: attempt + 1, reason: "worker_lost") }
-        n += stream.drain(into: &cmds)
-        var o = object
-        o["attempts"] = .int(attempt)
-        let newRaw = JSONValue.object(o).jsonBytes
-        Scripts.appendEval(Scripts.requeue, keys: [inflight, keys.queue(mode)], args: [raw, newRaw], to: &cmds)
-        try run(cmds, count: n + 1, c)
-        FarmMetrics.requeued(mode: mode, reason: "worker_lost")
-        if outputStarted { FarmMetrics.retry(mode: mode, reason: "worker_lost") }
+        var n = stream.drain(into: &cmds)
+        n += held.requeue(as: HeldJob.rewrite(held.raw, attempts: attempt, timeoutLeft: nil), into: &cmds)
+        try run(cmds, count: n, c)
+        FarmMetrics.requeued(mode: held.mode, reason: "worker_lost")
+        if outputStarted { FarmMetrics.retry(mode: held.mode, reason: "worker_lost") }
         logger.warning("put back a job a lost worker held", metadata: [
-            "request_id": "\(id)", "dead_worker": "\(worker)", "attempt": "\(attempt)", "output_started": "\(outputStarted)",
+            "request_id": "\(id)", "dead_worker": "\(held.worker)", "attempt": "\(attempt)", "output_started": "\(outputStarted)",
         ])
     }
 
     private func run(_ cmds: [UInt8], count: Int, _ c: RedisConnection) throws(LLMQError) {
         try cmds.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
+        var failure: String?
         for _ in 0..<count {
-            if case .error(let e) = try c.reply() { throw .redis("recovering a job failed: \(e)") }
+            if case .error(let e) = try c.reply() { failure = failure ?? e }
         }
+        if let failure { throw .redis("recovering a job failed: \(failure)") }
     }
 }

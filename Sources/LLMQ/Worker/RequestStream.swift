@@ -11,12 +11,15 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
     let logTTL: String
     let keysResult: String
     private var logExpirySet = false
+    /// The lease the job was taken under: once it is gone, pending lines are dropped, not written.
+    let fence: (lease: Lease, epoch: UInt64)?
     /// RESP of `PUBLISH tokens` and `XADD log * line`, everything but the last argument.
     private let publishPrefix: [UInt8]
     private let xaddPrefix: [UInt8]
 
-    public init(writer: EventWriter, keys: Keys, logTTL: Int) {
+    public init(writer: EventWriter, keys: Keys, logTTL: Int, fence: (lease: Lease, epoch: UInt64)? = nil) {
         self.writer = writer
+        self.fence = fence
         tokensKey = keys.tokens(writer.id)
         logKey = keys.log(writer.id)
         keysResult = keys.result(writer.id)
@@ -35,7 +38,14 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
     public var hasPending: Bool { writer.hasPending }
     public var exceeded: Bool { writer.exceeded }
 
+    /// Whether this request may still write (its worker's lease holds).
+    var mayWrite: Bool { fence.map { $0.lease.holds($0.epoch) } ?? true }
+
     public func drain(into buffer: inout [UInt8]) -> Int {
+        guard mayWrite else {
+            writer.takePending { _, _ in }
+            return 0
+        }
         var n = 0
         writer.takePending { payload, starts in
             buffer.append(contentsOf: publishPrefix)

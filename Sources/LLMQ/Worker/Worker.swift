@@ -35,26 +35,31 @@ public final class Worker: Service {
     }
 
     public func run() async throws {
-        let publisher = EventPublisher(url: url, logger: logger)
+        let heartbeatSettings = Heartbeat.Settings()
+        let lease = Lease(ttl: heartbeatSettings.ttl)
+        let publisher = EventPublisher(url: url, lease: lease, logger: logger)
         try publisher.start()
         let engine = HTTPEngine(sink: publisher, logger: logger)
         engine.start()
         try recoverOrphans()
+        let modes = config.modes.keys.sorted()
+        let promoter = DelayedJobPromoter(keys: keys, modes: modes, url: url, logger: logger)
+        FarmMetrics.primeLifecycle(modes: modes)
         let runner = JobRunner(
             settings: .init(
                 worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes,
                 maxAttempts: config.maxAttempts, maxOutputBytes: config.maxOutputBytes, retryBase: config.retryBaseS, retryCap: config.retryMaxS),
-            registry: registry, engine: engine, publisher: publisher, logger: logger)
+            registry: registry, engine: engine, publisher: publisher, lease: lease, promoter: promoter, labels: ModelLabels(config: config),
+            logger: logger)
 
-        let (jobs, jobsIn) = AsyncStream<(String, [UInt8], Bool)>.makeStream()
-        let modes = config.modes.keys.sorted()
+        let (jobs, jobsIn) = AsyncStream<(HeldJob, UInt64, Bool)>.makeStream()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
         let running = Atomic<Int>(modes.count)
         let heldJobs = HeldJobs()
         let fetchers = modes.map { mode in
             JobFetcher(
-                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, held: heldJobs, logger: logger,
-                deliver: { raw, cancelled in jobsIn.yield((mode, raw, cancelled)) },
+                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, held: heldJobs, lease: lease, logger: logger,
+                deliver: { job, epoch, cancelled in jobsIn.yield((job, epoch, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
         // Jobs running per mode, for the gauges and the heartbeat (a fetcher waiting in BLMOVE holds a permit but no job).
@@ -85,11 +90,20 @@ public final class Worker: Service {
                 }
             }
         }
+        // A lapsed lease: stop every job of the old epoch and drop their unsent writes.
+        let fence: @Sendable (UInt64) -> Void = { [logger] epoch in
+            FarmMetrics.leaseLapsed()
+            logger.error("lease lapsed: no heartbeat renewal in time; stopping the jobs held under it without a write")
+            publisher.discardPending()
+            runner.fence(olderThan: epoch)
+        }
         let heartbeat = Heartbeat(
-            id: id, keys: keys, url: url, modes: modes, settings: .init(), reaper: reaper(), logger: logger,
-            load: { held.withLock { $0 } }, onDrainRequest: { startDrain("asked through Redis") })
+            id: id, keys: keys, url: url, modes: modes, settings: heartbeatSettings, reaper: reaper(), logger: logger,
+            load: { held.withLock { $0 } }, onDrainRequest: { startDrain("asked through Redis") },
+            lease: lease, onLapse: { publisher.discardPending(); runner.fence(olderThan: lease.epoch) })
         stateBox.withLock { $0 = heartbeat }
         heartbeat.start()
+        let watchdog = LeaseWatchdog(lease: lease, onFence: fence)
         let cancels = CancelListener(keys: keys, url: url, logger: logger) { id in runner.cancel(id: id) }
         cancels.start()
         fetchers.forEach { $0.start() }
@@ -97,26 +111,32 @@ public final class Worker: Service {
             "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
         ])
 
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for await (mode, raw, cancelled) in jobs {
-                    let p = permits[mode]!
-                    holding(mode, 1)
-                    group.addTask {
-                        await runner.run(raw: raw, mode: mode, cancelRequested: cancelled)
-                        heldJobs.remove(raw, mode: mode)
-                        p.release()
-                        holding(mode, -1)
+        await withDiscardingTaskGroup { services in
+            services.addTask { await promoter.run() }
+            services.addTask { await watchdog.run() }
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    for await (job, epoch, cancelled) in jobs {
+                        let p = permits[job.mode]!
+                        holding(job.mode, 1)
+                        group.addTask {
+                            await runner.run(job, epoch: epoch, cancelRequested: cancelled)
+                            heldJobs.remove(job.raw, mode: job.mode)
+                            p.release()
+                            holding(job.mode, -1)
+                        }
                     }
                 }
+            } onGracefulShutdown: {
+                startDrain("signal")
             }
-        } onGracefulShutdown: {
-            startDrain("signal")
-        }
-        if draining.load(ordering: .relaxed) && !Task.isShuttingDownGracefully {
-            heartbeat.setState("drained")
-            logger.notice("drained; idle until stopped")
-            try? await gracefulShutdown()
+            if draining.load(ordering: .relaxed) && !Task.isShuttingDownGracefully {
+                heartbeat.setState("drained")
+                logger.notice("drained; idle until stopped")
+                try? await gracefulShutdown()
+            }
+            promoter.stop()
+            watchdog.stop()
         }
         drainTimer.withLock { $0?.cancel() }
         await engine.shutdown()
