@@ -7,7 +7,7 @@ TEST_DEBS := prometheus
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 
-.PHONY: all deps pydeps testdeps bench-deps build release run test bench chaos clean
+.PHONY: all deps pydeps testdeps bench-deps build release run test bench chaos fuzz clean
 
 all: deps build
 
@@ -59,6 +59,11 @@ bench: release bench-deps
 
 chaos: build
 	LLMQ_CHAOS_SIZE=full $(SWIFT) test --filter Chaos
+
+# Hostile jobs against a live farm at full size (make test runs the same suite with about 400).
+fuzz: build
+	$(SWIFT) build --build-tests
+	LLMQ_FUZZ_SIZE=10000 $(SWIFT) test --skip-build --filter HostileJobFuzz
 
 clean:
 	rm -rf .build

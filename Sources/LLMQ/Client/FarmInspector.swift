@@ -167,6 +167,11 @@ public final class FarmInspector {
         guard let text = entry.fields["job"]?.stringValue else {
             return .skipped("the entry holds no readable job (job_base64: not UTF-8)")
         }
+        if entry.fields["job_truncated"]?.boolValue == true {
+            let size = entry.fields["job_bytes"]?.intValue.map { "\($0) bytes" } ?? "larger"
+            let hash = entry.fields["job_sha256"]?.stringValue.map { ", sha256 \($0)" } ?? ""
+            return .skipped("the entry keeps only the job's first \(text.utf8.count) bytes (the job was \(size)\(hash)); push the original again")
+        }
         guard case .object(var job)? = try? JSONValue.parse(Array(text.utf8)) else {
             return .skipped("the job is not a JSON object; fix it and push it again")
         }

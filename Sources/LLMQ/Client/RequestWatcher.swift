@@ -70,8 +70,15 @@ public enum RequestWatcher {
         }
     }
 
-    /// Whether a line is a terminal event (`done` or `error`).
+    /// Whether a line is a terminal event: an object whose own top-level `type` is
+    /// `done` or `error`. A substring match would stop at a `start` event whose
+    /// metadata happens to hold `"type":"done"`.
     public static func isTerminal(_ line: Substring) -> Bool {
-        line.contains(#""type":"done""#) || line.contains(#""type":"error""#)
+        var line = line
+        return line.withUTF8 { b in
+            let s = JSONScanner(b)
+            guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type").flatMap(s.string) else { return false }
+            return type == "done" || type == "error"
+        }
     }
 }

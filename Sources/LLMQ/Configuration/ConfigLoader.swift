@@ -54,9 +54,20 @@ public enum ConfigLoader {
     public static func validate(_ c: FarmConfig, source: String) throws(LLMQError) {
         func bad(_ key: String, _ why: String) -> LLMQError { .configuration("\(source): \(key) \(why)") }
         _ = try RedisURL(c.redis)
-        guard c.workers >= 1 && c.workers <= 256 else { throw bad("workers", "must be from 1 to 256, got \(c.workers)") }
-        guard c.maxAttempts >= 1 else { throw bad("max_attempts", "must be at least 1") }
-        guard c.drainTimeoutS >= 0 else { throw bad("drain_timeout_s", "must be 0 or more") }
+        let check = RangeCheck(bad: bad)
+        try check.int("workers", c.workers, 1...256)
+        try check.int("max_attempts", c.maxAttempts, JobParser.Limits.maxAttempts)
+        try check.double("drain_timeout_s", c.drainTimeoutS, 0...86_400)
+        try check.int("result_ttl_s", c.resultTTLS, 1...31_536_000, unit: "seconds (Redis refuses an expiry of 0)")
+        try check.int("log_ttl_s", c.logTTLS, 1...31_536_000, unit: "seconds (Redis refuses an expiry of 0)")
+        try check.int("max_job_bytes", c.maxJobBytes, 256...536_870_912, unit: "bytes (Redis holds values up to 512 MiB)")
+        try check.int("max_output_bytes", c.maxOutputBytes, 1...1_073_741_824, unit: "bytes")
+        try check.double("retry_base_s", c.retryBaseS, 0.001...3600, unit: "seconds")
+        try check.atLeast("retry_max_s", c.retryMaxS, "retry_base_s", c.retryBaseS, max: 86_400)
+        try check.double("restart_backoff_s", c.restartBackoffS, 0.001...3600, unit: "seconds")
+        try check.atLeast("restart_backoff_max_s", c.restartBackoffMaxS, "restart_backoff_s", c.restartBackoffS, max: 86_400)
+        try check.int("delayed_batch", c.delayedBatch, 1...10_000)
+        try check.double("lease_ttl_s", c.leaseTTLS, 1...300, unit: "seconds")
         guard !c.prefix.isEmpty, !c.prefix.contains(where: { $0 == "{" || $0 == "}" || $0 == " " }) else {
             throw bad("prefix", "must be non-empty without braces or spaces, got \"\(c.prefix)\"")
         }
@@ -82,7 +93,9 @@ public enum ConfigLoader {
             if let u = p.baseURL, !(u.hasPrefix("http://") || u.hasPrefix("https://")) {
                 throw bad("providers.\(name).base_url", "must start with http:// or https://, got \(u)")
             }
-            guard p.timeoutS > 0, p.idleTimeoutS > 0 else { throw bad("providers.\(name)", "timeouts must be greater than 0") }
+            try check.double("providers.\(name).timeout_s", p.timeoutS, 0.001...86_400, unit: "seconds")
+            try check.double("providers.\(name).idle_timeout_s", p.idleTimeoutS, 0.001...86_400, unit: "seconds")
+            try check.double("providers.\(name).connect_timeout_s", p.connectTimeoutS, 0.001...3600, unit: "seconds")
             try validateProvider(name, p, bad)
         }
         for (route, targets) in c.routes {
@@ -96,14 +109,17 @@ public enum ConfigLoader {
     }
 
     /// The provider keys that depend on the kind: presets, limits and the shared cooldown.
-    static func validateProvider(_ name: String, _ p: ProviderConfig, _ bad: (String, String) -> LLMQError) throws(LLMQError) {
+    static func validateProvider(_ name: String, _ p: ProviderConfig, _ bad: @escaping (String, String) -> LLMQError) throws(LLMQError) {
         let kind = ProviderKind(rawValue: p.kind)!
         let key = "providers.\(name)"
-        if let n = p.maxConcurrency, n < 1 { throw bad("\(key).max_concurrency", "must be at least 1 (leave it out for no limit), got \(n)") }
-        if let n = p.maxTokens, n < 1 { throw bad("\(key).max_tokens", "must be at least 1, got \(n)") }
-        guard p.cooldownS >= 0 else { throw bad("\(key).cooldown_s", "must be 0 (off) or more, got \(p.cooldownS)") }
-        guard p.cooldownMaxS >= p.cooldownS else { throw bad("\(key).cooldown_max_s", "must be at least cooldown_s (\(p.cooldownS)), got \(p.cooldownMaxS)") }
-        guard p.failuresBeforeCooldown >= 0 else { throw bad("\(key).failures_before_cooldown", "must be 0 (never) or more") }
+        let check = RangeCheck(bad: bad)
+        if let n = p.maxConcurrency, n < 1 || n > 100_000 {
+            throw bad("\(key).max_concurrency", "must be at least 1 and at most 100000 (leave it out for no limit), got \(n)")
+        }
+        if let n = p.maxTokens { try check.int("\(key).max_tokens", n, JobParser.Limits.maxTokens) }
+        try check.double("\(key).cooldown_s", p.cooldownS, 0...86_400, unit: "seconds (0 turns it off)")
+        try check.atLeast("\(key).cooldown_max_s", p.cooldownMaxS, "cooldown_s", p.cooldownS, max: 86_400)
+        try check.int("\(key).failures_before_cooldown", p.failuresBeforeCooldown, 0...1_000_000, unit: "(0 never)")
         if p.deployment != nil && kind != .azure { throw bad("\(key).deployment", "applies to kind azure only") }
         if p.apiVersion != nil && kind != .azure && kind != .anthropic {
             throw bad("\(key).api_version", "applies to kinds azure (api-version) and anthropic (anthropic-version) only")
@@ -118,6 +134,29 @@ public enum ConfigLoader {
         if kind.needsKeyByDefault && kind != .azure && p.baseURL == nil && !hasKey {
             throw bad(key, "of kind \(kind.rawValue) needs an API key: set api_key_env (a variable's name) or api_key_file")
         }
+    }
+
+    /// Range checks that name the key and the file, and refuse NaN and infinities (YAML spells them `.nan`, `.inf`).
+    struct RangeCheck {
+        let bad: (String, String) -> LLMQError
+
+        func int(_ key: String, _ v: Int, _ range: ClosedRange<Int>, unit: String = "") throws(LLMQError) {
+            guard range.contains(v) else { throw bad(key, "must be from \(range.lowerBound) to \(range.upperBound)\(unit.isEmpty ? "" : " " + unit), got \(v)") }
+        }
+
+        func double(_ key: String, _ v: Double, _ range: ClosedRange<Double>, unit: String = "") throws(LLMQError) {
+            guard v.isFinite, range.contains(v) else {
+                throw bad(key, "must be a number from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound))\(unit.isEmpty ? "" : " " + unit), got \(v)")
+            }
+        }
+
+        /// A cap that must not be below the setting it caps (`retry_max_s` and `retry_base_s`), nor above `max` seconds.
+        func atLeast(_ key: String, _ v: Double, _ lowerKey: String, _ lower: Double, max: Double) throws(LLMQError) {
+            guard v.isFinite, v >= lower else { throw bad(key, "must be at least \(lowerKey) (\(Self.text(lower))), got \(v)") }
+            guard v <= max else { throw bad(key, "must be at most \(Self.text(max)) seconds, got \(v)") }
+        }
+
+        static func text(_ d: Double) -> String { d.rounded() == d && abs(d) < 1e15 ? String(Int(d)) : "\(d)" }
     }
 
     private static func describe(_ e: DecodingError) -> String {

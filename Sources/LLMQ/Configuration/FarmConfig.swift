@@ -33,6 +33,10 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Address they listen on.
     public var httpHost: String = "0.0.0.0"
     public var tracing: TracingConfig = TracingConfig()
+    /// Due jobs one worker moves from a mode's delayed set to its queue at a time (1-10000).
+    public var delayedBatch: Int = 100
+    /// Seconds a worker's lease (heartbeat) lives without renewal before other workers reap its jobs (1-300).
+    public var leaseTTLS: Double = 5
 
     public static let defaultModes: [String: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -57,6 +61,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case httpPort = "http_port"
         case httpHost = "http_host"
         case tracing
+        case delayedBatch = "delayed_batch"
+        case leaseTTLS = "lease_ttl_s"
     }
 
     public init(from decoder: Decoder) throws {
@@ -83,6 +89,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
         httpHost = try c.decodeIfPresent(String.self, forKey: .httpHost) ?? d.httpHost
         tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
+        delayedBatch = try c.decodeIfPresent(Int.self, forKey: .delayedBatch) ?? d.delayedBatch
+        leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

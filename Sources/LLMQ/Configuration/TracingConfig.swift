@@ -44,7 +44,9 @@ public struct TracingConfig: Sendable, Codable, Equatable {
             throw bad("tracing.otlp_endpoint", "must start with http:// or https://, got \(e)")
         }
         guard t.sampleRatio >= 0 && t.sampleRatio <= 1 else { throw bad("tracing.sample_ratio", "must be from 0 to 1, got \(t.sampleRatio)") }
-        guard t.timeoutS > 0 else { throw bad("tracing.timeout_s", "must be greater than 0") }
+        guard t.timeoutS.isFinite, t.timeoutS > 0, t.timeoutS <= 300 else {
+            throw bad("tracing.timeout_s", "must be a number of seconds greater than 0 and at most 300, got \(t.timeoutS)")
+        }
         guard !t.serviceName.isEmpty else { throw bad("tracing.service_name", "must not be empty") }
     }
 }

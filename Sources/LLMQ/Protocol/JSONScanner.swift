@@ -100,7 +100,7 @@ public struct JSONScanner {
     }
 
     /// Skips a string, checking escapes, control characters and UTF-8.
-    private func skipString(_ i: inout Int) -> Bool {
+    func skipString(_ i: inout Int) -> Bool {
         i += 1
         while i < bytes.count {
             let c = bytes[i]
@@ -233,22 +233,31 @@ public struct JSONScanner {
         return unescape((r.lowerBound + 1)..<(r.upperBound - 1))
     }
 
+    /// A whole number, or nil when the value is not one or does not fit an `Int`
+    /// (`1e300`, `2^64`): hostile input must never trap, so callers treat nil as
+    /// "absent or out of range". `-2^63` is `Int.min`; `3.0` and `3e2` are whole.
     public func int(_ r: Range<Int>) -> Int? {
         guard !r.isEmpty else { return nil }
         var v = 0
-        var neg = false
         var i = r.lowerBound
-        if bytes[i] == UInt8(ascii: "-") { neg = true; i += 1 }
+        let neg = bytes[i] == UInt8(ascii: "-")
+        if neg { i += 1 }
         guard i < r.upperBound else { return nil }
         while i < r.upperBound {
             let c = bytes[i]
-            guard c >= 0x30 && c <= 0x39 else { return double(r).flatMap { $0.rounded() == $0 ? Int($0) : nil } }
-            v = v &* 10 &+ Int(c - 0x30)
+            guard c >= 0x30 && c <= 0x39 else { return double(r).flatMap { Int(exactly: $0) } }
+            // Accumulated on the negative side, which holds one more value than the positive one.
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.subtractingReportingOverflow(Int(c - 0x30))
+            if o1 || o2 { return nil }
+            v = s
             i += 1
         }
-        return neg ? -v : v
+        if neg { return v }
+        return v == .min ? nil : -v
     }
 
+    /// A number as a `Double`; `1e400` is infinite, so callers that need a finite value check `isFinite`.
     public func double(_ r: Range<Int>) -> Double? {
         Double(String(decoding: UnsafeBufferPointer(rebasing: bytes[r]), as: UTF8.self))
     }

@@ -45,16 +45,24 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// Parses one JSON value (UTF-8, at most `JSONScanner.maxDepth` levels deep).
+    /// A key repeated within one object keeps its last value; `parseReportingDuplicates` says when that happened.
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONSyntaxError) -> JSONValue {
-        let parsed: JSONValue? = bytes.withContiguousStorageIfAvailable { b in
+        try parseReportingDuplicates(bytes).value
+    }
+
+    /// Parses like `parse` and also returns the first key that appeared twice in one
+    /// object, so callers that must not guess which copy counts (jobs) can refuse it.
+    public static func parseReportingDuplicates(_ bytes: some Collection<UInt8>) throws(JSONSyntaxError) -> (value: JSONValue, duplicateKey: String?) {
+        func run(_ b: UnsafeBufferPointer<UInt8>) -> (JSONValue, String?)? {
             let s = JSONScanner(b)
-            return s.validate().map { s.value($0) }
-        } ?? Array(bytes).withUnsafeBufferPointer { b in
-            let s = JSONScanner(b)
-            return s.validate().map { s.value($0) }
+            guard let r = s.validate() else { return nil }
+            var duplicate: String?
+            let v = s.value(r, duplicate: &duplicate)
+            return (v, duplicate)
         }
+        let parsed = bytes.withContiguousStorageIfAvailable(run) ?? Array(bytes).withUnsafeBufferPointer(run)
         guard let parsed else { throw JSONSyntaxError() }
-        return parsed
+        return (parsed.0, parsed.1)
     }
 
     /// Compact JSON text with sorted keys and unescaped slashes.
@@ -149,14 +157,23 @@ public struct JSONSyntaxError: Error, CustomStringConvertible {
 extension JSONScanner {
     /// The value at `r`, on input `validate` accepted.
     func value(_ r: Range<Int>) -> JSONValue {
+        var ignored: String?
+        return value(r, duplicate: &ignored)
+    }
+
+    /// The value at `r`; `duplicate` receives the first key seen twice in one object (the last copy wins).
+    func value(_ r: Range<Int>, duplicate: inout String?) -> JSONValue {
         switch bytes[r.lowerBound] {
         case UInt8(ascii: "{"):
             var o: [String: JSONValue] = [:]
-            forEachMember(r) { k, v in o[unescape(k)] = value(v) }
+            forEachMember(r) { k, v in
+                let key = unescape(k)
+                if o.updateValue(value(v, duplicate: &duplicate), forKey: key) != nil, duplicate == nil { duplicate = key }
+            }
             return .object(o)
         case UInt8(ascii: "["):
             var a: [JSONValue] = []
-            forEachElement(r) { _, v in a.append(value(v)) }
+            forEachElement(r) { _, v in a.append(value(v, duplicate: &duplicate)) }
             return .array(a)
         case UInt8(ascii: "\""): return .string(unescape((r.lowerBound + 1)..<(r.upperBound - 1)))
         case UInt8(ascii: "t"): return .bool(true)

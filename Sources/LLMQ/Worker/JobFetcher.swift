@@ -59,7 +59,7 @@ public final class JobFetcher: Sendable {
 
     /// Delivers fetched jobs, each with whether its cancel key is set (one pipelined round trip).
     private func hand(over jobs: [[UInt8]], epoch: UInt64, _ c: RedisConnection) throws(LLMQError) {
-        let ids = jobs.map(Self.peekID)
+        let ids = jobs.map(JobParser.peekID)
         var asked = 0
         for id in ids {
             guard let id else { continue }
@@ -112,15 +112,6 @@ public final class JobFetcher: Sendable {
         } catch {
             permits.release(taken)
             throw error
-        }
-    }
-
-    /// The job's id when the bytes are a JSON object with a valid one; the parser says the rest later.
-    static func peekID(_ raw: [UInt8]) -> String? {
-        raw.withUnsafeBufferPointer { b in
-            let s = JSONScanner(b)
-            guard let top = s.validate(), s.isObject(top), let v = s.member(top, "id"), let id = s.string(v), Job.isValidID(id) else { return nil }
-            return id
         }
     }
 

@@ -35,7 +35,9 @@ public final class Worker: Service {
     }
 
     public func run() async throws {
-        let heartbeatSettings = Heartbeat.Settings()
+        var heartbeatSettings = Heartbeat.Settings()
+        heartbeatSettings.ttl = config.leaseTTLS
+        heartbeatSettings.interval = min(heartbeatSettings.interval, config.leaseTTLS / 4)
         let lease = Lease(ttl: heartbeatSettings.ttl)
         let publisher = EventPublisher(url: url, lease: lease, logger: logger)
         try publisher.start()
@@ -43,7 +45,7 @@ public final class Worker: Service {
         engine.start()
         try recoverOrphans()
         let modes = config.modes.keys.sorted()
-        let promoter = DelayedJobPromoter(keys: keys, modes: modes, url: url, logger: logger)
+        let promoter = DelayedJobPromoter(keys: keys, modes: modes, url: url, batch: config.delayedBatch, logger: logger)
         FarmMetrics.primeLifecycle(modes: modes)
         let runner = JobRunner(
             settings: .init(
@@ -148,7 +150,7 @@ public final class Worker: Service {
 
     func reaper() -> Reaper {
         Reaper(keys: keys, url: url, me: id, defaultMaxAttempts: config.maxAttempts,
-               resultTTL: config.resultTTLS, logTTL: config.logTTLS, logger: logger)
+               resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes, logger: logger)
     }
 
     /// Recovers what a previous run of this worker id left in its in-flight

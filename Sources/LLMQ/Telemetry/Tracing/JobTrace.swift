@@ -35,7 +35,9 @@ public final class JobTrace: @unchecked Sendable {  // used by one task at a tim
         let picked = WallInstant(monotonic: pickedUp)
         var start = picked
         var enqueued: WallInstant?
-        if let at = job.metadata?["enqueued_at"]?.doubleValue, at > 0 {
+        // metadata is the producer's free-form JSON: a time that is not finite or
+        // beyond 1e10 s (year 2286) would overflow the nanosecond clock, so it is ignored.
+        if let at = job.metadata?["enqueued_at"]?.doubleValue, at.isFinite, at > 0, at < 1e10 {
             let e = WallInstant(nanosecondsSinceEpoch: UInt64(at * 1e9))
             if e < picked {
                 enqueued = e
