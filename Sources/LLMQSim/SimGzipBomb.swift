@@ -10,18 +10,26 @@ enum SimGzipBomb {
     /// Built once; about 1.6 MiB.
     static let body: ByteBuffer = ByteBuffer(bytes: make(matches: 1_040_000))
 
+    /// `matches` must be a multiple of 8: eight matches are 104 bits, 13 whole bytes, and the
+    /// bit writer's state after them is what it was before, so one block of 13 bytes repeats.
     static func make(matches: Int) -> [UInt8] {
-        var out: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]  // gzip, deflate, no name, no mtime, unknown OS
+        precondition(matches % 8 == 0 && matches > 0)
         var bits = BitWriter()
         bits.write(1, count: 1)  // BFINAL
         bits.write(1, count: 2)  // BTYPE 01: fixed Huffman
         bits.writeCode(0x30, length: 8)  // literal 0
-        for _ in 0..<matches {
+        for _ in 0..<8 {
             bits.writeCode(0xC5, length: 8)  // length code 285: 258 bytes
             bits.writeCode(0, length: 5)  // distance code 0: distance 1
         }
-        bits.writeCode(0, length: 7)  // end of block (256)
-        out += bits.finish()
+        // 115 bits: 14 whole bytes and 3 zero bits pending, as after the first 11 bits.
+        let head = bits.bytes
+        let block = Array(head[1..<14])
+        var out: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]  // gzip, deflate, no name, no mtime, unknown OS
+        out.reserveCapacity(out.count + 1 + block.count * (matches / 8) + 10)
+        out.append(head[0])
+        for _ in 0..<(matches / 8) { out += block }
+        out += [0, 0]  // 3 pending zero bits, end of block (256: seven zero bits), padding
         // The CRC-32 is left zero: a client that inflates learns it is wrong only after inflating it all.
         let size = UInt32(truncatingIfNeeded: 1 + 258 * matches)
         out += [0, 0, 0, 0, UInt8(size & 0xff), UInt8((size >> 8) & 0xff), UInt8((size >> 16) & 0xff), UInt8(size >> 24)]
@@ -52,9 +60,5 @@ enum SimGzipBomb {
             }
         }
 
-        mutating func finish() -> [UInt8] {
-            if used > 0 { bytes.append(UInt8(current)) }
-            return bytes
-        }
     }
 }
