@@ -8,6 +8,20 @@ struct SimAPIError: Error, Sendable {
     var type: String
     var code: String?
     var retryAfter: Int?
+    /// Sent as is in `Retry-After` and `retry-after-ms` instead of `retryAfter` (the `retry_hint` knob).
+    var retryHint: String?
+
+    /// The retry headers: `retry_hint` verbatim in both, else `Retry-After` in whole seconds.
+    var retryHeaders: HTTPFields {
+        var headers: HTTPFields = [:]
+        if let hint = self.retryHint {
+            headers[.retryAfter] = hint
+            headers[.init("retry-after-ms")!] = hint
+        } else if let retryAfter = self.retryAfter {
+            headers[.retryAfter] = String(retryAfter)
+        }
+        return headers
+    }
 
     var response: Response {
         let body: SimJSON = [
@@ -19,9 +33,7 @@ struct SimAPIError: Error, Sendable {
             ]
         ]
         var headers: HTTPFields = [.contentType: "application/json"]
-        if let retryAfter = self.retryAfter {
-            headers[.retryAfter] = String(retryAfter)
-        }
+        headers.append(contentsOf: self.retryHeaders)
         return Response(status: self.status, headers: headers, body: ResponseBody(byteBuffer: body.buffer))
     }
 

@@ -60,7 +60,7 @@ struct SimAnthropicEndpoint: Sendable {
                 "stop_reason": .string(stop), "stop_sequence": nil,
                 "usage": ["input_tokens": .int(prompt), "output_tokens": .int(transcript.completionTokens)],
             ]
-            return player.jsonResponse(json, for: request, fault: intake.fault)
+            return player.jsonResponse(json, for: request, fault: intake.fault, knobs: intake.knobs)
         }
         let start: SimJSON = [
             "type": "message_start",

@@ -56,7 +56,7 @@ struct SimCohereEndpoint: Sendable {
             } else {
                 message.append(("content", [["type": "text", "text": .string(transcript.text)]]))
             }
-            return player.jsonResponse(["id": .string(id), "finish_reason": .string(finish), "message": .object(message), "usage": usage], for: request, fault: intake.fault)
+            return player.jsonResponse(["id": .string(id), "finish_reason": .string(finish), "message": .object(message), "usage": usage], for: request, fault: intake.fault, knobs: intake.knobs)
         }
         func event(_ type: String, _ json: [(String, SimJSON)]) -> ByteBuffer {
             SimScript.sse(.object([("type", .string(type))] + json), event: type)
@@ -94,7 +94,7 @@ struct SimCohereEndpoint: Sendable {
             "id": .string("sim-\(intake.serial)"), "embeddings": ["float": .array(vectors)], "texts": .array(texts.map(SimJSON.string)),
             "meta": ["api_version": ["version": "2"], "billed_units": ["input_tokens": .int(tokens)]],
         ]
-        return player.jsonResponse(json, for: request, fault: intake.fault)
+        return player.jsonResponse(json, for: request, fault: intake.fault, knobs: intake.knobs)
     }
 
     /// `GET /v1/models` in Cohere's form.

@@ -37,7 +37,8 @@ struct SimCompletionEndpoint: Sendable {
                 type: "invalid_request_error", code: "invalid_value")
         }
         let fault = await self.state.fault(for: knobs)
-        if let error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
+        if var error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
+            error.retryHint = knobs.retryHint
             throw error
         }
         let transcript = SimTranscript(
@@ -56,7 +57,7 @@ struct SimCompletionEndpoint: Sendable {
         if latency > 0 {
             try? await Task.sleep(for: .milliseconds(latency))
         }
-        return self.player.jsonResponse(formatter.completion(transcript), for: request, fault: fault)
+        return self.player.jsonResponse(formatter.completion(transcript), for: request, fault: fault, knobs: knobs)
     }
 
     private static func steps(
@@ -66,6 +67,7 @@ struct SimCompletionEndpoint: Sendable {
         fault: SimFault?,
         usage: Bool
     ) -> [SimStep] {
+        if fault == .gzipBomb { return [.gzipBomb] }
         let events = formatter.contentEvents(transcript)
         let faultAt = min(knobs.afterTokens, events.count)
         var steps: [SimStep] = []
@@ -74,7 +76,9 @@ struct SimCompletionEndpoint: Sendable {
         }
         for index in 0...events.count {
             if index == faultAt, let fault {
-                steps += Self.steps(for: fault)
+                steps += SimScript.steps(
+                    for: fault, malformed: SimCompletionFormatter.malformed, errorEvent: SimCompletionFormatter.errorEvent,
+                    repeated: events.last, ndjson: false)
             }
             guard index < events.count else { break }
             if index > 0, knobs.delayMilliseconds > 0 {
@@ -87,16 +91,6 @@ struct SimCompletionEndpoint: Sendable {
             steps.append(.write(formatter.usageEvent(transcript)))
         }
         steps.append(.write(SimCompletionFormatter.done))
-        return steps
-    }
-
-    private static func steps(for fault: SimFault) -> [SimStep] {
-        switch fault {
-        case .stall: [.hang(seconds: SimStreamPlayer.hangSeconds)]
-        case .disconnect: [.cut]
-        case .malformed: [.write(SimCompletionFormatter.malformed)]
-        case .errorEvent: [.write(SimCompletionFormatter.errorEvent), .end]
-        default: []
-        }
+        return SimStep.corrupting(steps, fault: fault, number: knobs.number)
     }
 }

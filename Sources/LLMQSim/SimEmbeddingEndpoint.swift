@@ -31,7 +31,8 @@ struct SimEmbeddingEndpoint: Sendable {
                 type: "invalid_request_error", code: "missing_input")
         }
         let fault = await self.state.fault(for: knobs)
-        if let error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
+        if var error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
+            error.retryHint = knobs.retryHint
             throw error
         }
         if knobs.firstMilliseconds > 0 {
@@ -52,6 +53,6 @@ struct SimEmbeddingEndpoint: Sendable {
             "object": "list", "data": .array(data), "model": .string(model),
             "usage": ["prompt_tokens": .int(tokens), "total_tokens": .int(tokens)],
         ]
-        return self.player.jsonResponse(json, for: request, fault: fault)
+        return self.player.jsonResponse(json, for: request, fault: fault, knobs: knobs)
     }
 }

@@ -19,6 +19,22 @@ enum SimFault: String, Sendable, CaseIterable {
     case errorEvent = "error_event"
     /// Gemini only: the prompt is blocked for safety (a 200 whose stream says promptFeedback.blockReason).
     case safety
+    /// Sends some tokens, then ends the body properly but without the format's end marker.
+    case truncate
+    /// Token counts in usage become the `number` knob's value (1e300, -1, 2^64 …).
+    case badUsage = "bad_usage"
+    /// Indexes (tool-call, content-block, embedding) become the `number` knob's value.
+    case badIndex = "bad_index"
+    /// Sends some tokens, then one line that never ends (bytes without a newline, until the client leaves).
+    case endlessLine = "endless_line"
+    /// Sends some tokens, then an SSE event of endless `data:` lines that never gets its blank line
+    /// (NDJSON formats: as `endless_line`).
+    case endlessData = "endless_data"
+    /// Sends some tokens, then repeats the last content event until the client leaves: endless
+    /// tool-call arguments with `tool=NAME` (new tool calls where a format sends whole calls), text otherwise.
+    case endlessArgs = "endless_args"
+    /// Answers 200 with `Content-Encoding: gzip` and a small gzip body that inflates to 256 MiB of zeros.
+    case gzipBomb = "gzip_bomb"
 
     /// The error answered instead of a body, or nil for faults that happen mid-body.
     func apiError(model: String, retryAfter: Int?) -> SimAPIError? {
@@ -85,7 +101,8 @@ enum SimFault: String, Sendable, CaseIterable {
                 code: nil,
                 retryAfter: retryAfter
             )
-        case .stall, .disconnect, .malformed, .errorEvent, .safety:
+        case .stall, .disconnect, .malformed, .errorEvent, .safety, .truncate, .badUsage, .badIndex, .endlessLine, .endlessData,
+            .endlessArgs, .gzipBomb:
             return nil
         }
     }

@@ -89,10 +89,10 @@ struct SimGeminiEndpoint: Sendable {
         guard stream else {
             // generateContent: one whole response.
             let whole = tool == nil && intake.fault != .safety ? response([["text": .string(transcript.text)]], produced: transcript.completionTokens, finish: finish) : events[0]
-            return player.jsonResponse(whole, for: request, fault: intake.fault)
+            return player.jsonResponse(whole, for: request, fault: intake.fault, knobs: intake.knobs)
         }
         guard request.uri.queryParameters.get("alt") == "sse" else {
-            return player.jsonResponse(.array(events), for: request, fault: intake.fault)
+            return player.jsonResponse(.array(events), for: request, fault: intake.fault, knobs: intake.knobs)
         }
         // The last event carries the finish reason; content events are all but the last.
         let script = SimScript(
@@ -112,7 +112,7 @@ struct SimGeminiEndpoint: Sendable {
             let dim = intake.knobs.dimensions ?? r["outputDimensionality"]?.int ?? SimEmbeddingEndpoint.defaultDimensions
             vectors.append(["values": .array(SimEmbedding.vector(for: text, dimensions: dim).map(SimJSON.float))])
         }
-        return player.jsonResponse(["embeddings": .array(vectors)], for: request, fault: intake.fault)
+        return player.jsonResponse(["embeddings": .array(vectors)], for: request, fault: intake.fault, knobs: intake.knobs)
     }
 
     /// `GET /v1beta/models`.

@@ -79,14 +79,15 @@ struct SimOllamaEndpoint: Sendable {
             return .object(o)
         }
         guard body["stream"]?.bool ?? true else {
-            return player.jsonResponse(line(tool == nil ? transcript.text : "", done: true, toolCall: tool), for: request, fault: intake.fault)
+            return player.jsonResponse(line(tool == nil ? transcript.text : "", done: true, toolCall: tool), for: request, fault: intake.fault, knobs: intake.knobs)
         }
         let content = tool.map { [SimScript.line(line("", done: false, toolCall: $0))] } ?? transcript.pieces.map { SimScript.line(line($0, done: false)) }
         let script = SimScript(
             content: content,
             tail: [SimScript.line(line("", done: true))],
             malformed: ByteBuffer(string: "{not json\n"),
-            errorEvent: SimScript.line(["error": "an error was encountered while running the model: unexpected EOF (simulated)"]))
+            errorEvent: SimScript.line(["error": "an error was encountered while running the model: unexpected EOF (simulated)"]),
+            ndjson: true)
         return player.response(for: request, contentType: "application/x-ndjson", steps: script.steps(knobs: intake.knobs, fault: intake.fault))
     }
 
@@ -106,7 +107,7 @@ struct SimOllamaEndpoint: Sendable {
             "total_duration": 1_000_000, "load_duration": 100_000,
             "prompt_eval_count": .int(max(1, inputs.reduce(0) { $0 + SimText.wordCount($1) })),
         ]
-        return player.jsonResponse(json, for: request, fault: intake.fault)
+        return player.jsonResponse(json, for: request, fault: intake.fault, knobs: intake.knobs)
     }
 
     /// `GET /api/tags`.

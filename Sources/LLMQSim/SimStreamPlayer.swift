@@ -18,6 +18,7 @@ struct SimStreamPlayer: Sendable {
         steps: [SimStep],
         contentLength: Int? = nil
     ) -> Response {
+        if case .gzipBomb? = steps.first { return Self.gzipBomb(contentType: contentType) }
         let headers: HTTPFields = [
             .contentType: contentType,
             .cacheControl: "no-cache",
@@ -29,9 +30,16 @@ struct SimStreamPlayer: Sendable {
     }
 
     /// A JSON answer, broken the way a mid-body fault asks.
-    func jsonResponse(_ json: SimJSON, for request: Request, fault: SimFault?) -> Response {
-        let buffer = json.buffer
+    func jsonResponse(_ json: SimJSON, for request: Request, fault: SimFault?, knobs: SimKnobs) -> Response {
+        var buffer = json.buffer
+        if let keys = SimNumbers.keys(for: fault) {
+            buffer = ByteBuffer(string: SimNumbers.replace(json.encoded, keys: keys, with: knobs.number))
+        }
         switch fault {
+        case .gzipBomb:
+            return Self.gzipBomb(contentType: "application/json")
+        case .truncate:
+            return Self.json(buffer.getSlice(at: buffer.readerIndex, length: buffer.readableBytes / 2) ?? ByteBuffer())
         case .stall:
             return self.response(
                 for: request, contentType: "application/json", steps: [.hang(seconds: Self.hangSeconds)],
@@ -49,6 +57,12 @@ struct SimStreamPlayer: Sendable {
     }
 
     static let hangSeconds = 60
+
+    /// A 200 whose body is a gzip bomb, announced as `Content-Encoding: gzip`.
+    static func gzipBomb(contentType: String) -> Response {
+        let headers: HTTPFields = [.contentType: contentType, .contentEncoding: "gzip"]
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: SimGzipBomb.body))
+    }
 
     static func json(_ buffer: ByteBuffer) -> Response {
         Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
@@ -90,6 +104,13 @@ struct SimStreamPlayer: Sendable {
                 throw Cut()
             case .end:
                 return
+            case .flood(let buffer, let times):
+                for _ in 0..<times {
+                    try Task.checkCancellation()
+                    try await writer.write(buffer)
+                }
+            case .gzipBomb:
+                return  // answered before any body was played
             }
         }
     }

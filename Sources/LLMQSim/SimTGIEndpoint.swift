@@ -50,7 +50,7 @@ struct SimTGIEndpoint: Sendable {
         guard stream else {
             var json: [(String, SimJSON)] = [("generated_text", .string(transcript.text))]
             if parameters?["details"]?.bool == true { json.append(("details", details)) }
-            return player.jsonResponse(.object(json), for: request, fault: intake.fault)
+            return player.jsonResponse(.object(json), for: request, fault: intake.fault, knobs: intake.knobs)
         }
         func token(_ i: Int, _ text: String, special: Bool = false) -> [(String, SimJSON)] {
             [("index", .int(i + 1)), ("token", ["id": .int(1000 + i), "text": .string(text), "logprob": .double(-0.25), "special": .bool(special)])]

@@ -35,7 +35,7 @@ enum SimWireFormat: String, Sendable {
 
     func response(_ e: SimAPIError) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
-        if let r = e.retryAfter { headers[.retryAfter] = String(r) }
+        headers.append(contentsOf: e.retryHeaders)
         let body: SimJSON
         let status = e.status
         switch self {
@@ -76,9 +76,12 @@ enum SimWireFormat: String, Sendable {
                 statusName = "RESOURCE_EXHAUSTED"
                 let quotaID = e.code == "insufficient_quota" ? "GenerateRequestsPerDayPerProjectPerModel-FreeTier" : "GenerateRequestsPerMinutePerProjectPerModel"
                 details = [["@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [["quotaMetric": "generativelanguage.googleapis.com/generate_content_requests", "quotaId": .string(quotaID)]]]]
-                if let r = e.retryAfter { details.append(["@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": .string("\(r)s")]) }
+                if let r = e.retryHint ?? e.retryAfter.map(String.init) {
+                    details.append(["@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": .string("\(r)s")])
+                }
                 // Gemini says when to retry in the body, not in a header.
                 headers[.retryAfter] = nil
+                headers[.init("retry-after-ms")!] = nil
             case 503: statusName = "UNAVAILABLE"
             default: statusName = "INTERNAL"
             }

@@ -87,13 +87,13 @@ enum Fixture {
         return whole
     }
 
-    static func result(_ status: Int, _ body: String, headers: [String: String] = [:], curl: Int = 0) -> HTTPResult {
+    static func result(_ status: Int, _ body: String, headers: [String: String] = [:], transport: TransportFailure? = nil) -> HTTPResult {
         var r = HTTPResult()
         r.status = status
         r.errorBody = Array(body.utf8)
         r.headers = headers
-        r.curlCode = curl
-        r.curlMessage = curl == 0 ? "" : "Could not connect to server"
+        r.transportFailure = transport
+        r.curlMessage = transport == nil ? "" : "Could not connect to server"
         return r
     }
 
@@ -264,16 +264,26 @@ enum Fixture {
         #expect(reset.retryAfter == 1.5, "the spent budget's reset counts: \(reset)")
         #expect(Fixture.provider(.openai).error(for: Fixture.result(408, "")).code == .timeout)
         #expect(Fixture.provider(.openai).error(for: Fixture.result(503, "")).code == .upstreamUnavailable)
-        #expect(Fixture.provider(.openai).error(for: Fixture.result(0, "", curl: 7)).code == .upstreamUnavailable)
+        #expect(Fixture.provider(.openai).error(for: Fixture.result(0, "", transport: .unreachable)).code == .upstreamUnavailable)
+        #expect(Fixture.provider(.openai).error(for: Fixture.result(0, "", transport: .timedOut)).code == .timeout)
+        let local = Fixture.provider(.openai).error(for: Fixture.result(0, "", transport: .localResource))
+        #expect(local.code == .internal && local.retryable, "out of descriptors here is not the provider's failure: \(local)")
         #expect(Fixture.provider(.openai).error(for: Fixture.result(500, "")).code == .upstreamError)
     }
 
-    @Test func errorsNeverCarryTheAPIKey() {
+    @Test func errorsNeverCarryTheAPIKeyOnceTheRegistryRedactsThem() throws {
         let key = "sk-live-0123456789abcdef"
         for kind in [ProviderKind.openai, .azure, .anthropic, .gemini, .cohere, .ollama, .tgi] {
-            let e = Fixture.provider(kind, key: key) { $0.baseURL = "http://127.0.0.1:1" }.error(for: Fixture.result(401, ProviderTranscripts.openAIBadKeyBody))
-            #expect(e.code == .auth, "\(kind): \(e)")
+            var config = FarmConfig()
+            config.providers = [kind.rawValue: ProviderConfig(kind: kind.rawValue, baseURL: "http://127.0.0.1:1", apiKeyEnv: "LLMQ_TEST_KEY")]
+            let registry = try ProviderRegistry(config: config, environment: ["LLMQ_TEST_KEY": key])
+            let provider = try #require(registry.providers[kind.rawValue])
+            let body = ProviderTranscripts.openAIBadKeyBody.replacingOccurrences(of: "sk-live-0123456789abcdef", with: key)
+            let raw = provider.error(for: Fixture.result(401, body))
+            #expect(raw.code == .auth, "\(kind): \(raw)")
+            let e = registry.redact(raw)
             #expect(!e.message.contains(key) && e.message.contains("[redacted]"), "\(kind): \(e.message)")
+            #expect(registry.redact("the key \(key) again") == "the key [redacted] again")
         }
     }
 }

@@ -42,6 +42,13 @@ final class CurlEasy {
         body.withUnsafeBytes { _ = llmq_easy_setopt_ptr(handle, CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)) }
     }
 
+    /// The errno of the last failed system call of the transfer (socket, connect …).
+    var osErrno: Int {
+        var code = 0
+        _ = llmq_easy_getinfo_long(handle, CURLINFO_OS_ERRNO, &code)
+        return code
+    }
+
     var responseCode: Int {
         var code = 0
         _ = llmq_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &code)

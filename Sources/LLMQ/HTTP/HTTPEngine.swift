@@ -106,14 +106,7 @@ public final class HTTPEngine: Sendable {
                 guard let priv else { continue }
                 let t = Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue()
                 guard active.removeValue(forKey: ObjectIdentifier(t.token)) != nil else { continue }
-                let code = msg.pointee.data.result
-                t.result.curlCode = Int(code.rawValue)
-                if code != CURLE_OK {
-                    t.result.curlMessage = String(cString: curl_easy_strerror(code))
-                } else if t.result.status == 0 {
-                    t.result.status = t.easy?.responseCode ?? 0
-                }
-                if code == CURLE_OK && t.result.isHTTPSuccess { t.decoder.finish() }
+                t.complete(code: msg.pointee.data.result)
                 completed.append(t)
             }
 

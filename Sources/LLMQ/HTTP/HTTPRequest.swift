@@ -23,6 +23,23 @@ public struct HTTPRequest: Sendable {
     }
 }
 
+/// Why a transfer failed below HTTP, in words that do not depend on libcurl.
+///
+/// `localResource` means this process ran out of something (file descriptors,
+/// memory) before the request left it: the provider is not at fault, so it must
+/// not count towards the provider's failures or cooldown; the job may be retried,
+/// ideally by another worker.
+public enum TransportFailure: Sendable, Equatable {
+    /// `timeout_s` ran out (the request's total time).
+    case timedOut
+    /// The host could not be resolved or refused the connection.
+    case unreachable
+    /// Out of descriptors or memory here (EMFILE, ENFILE, ENOMEM, ENOBUFS).
+    case localResource
+    /// Anything else: TLS, a broken connection, a protocol error.
+    case other
+}
+
 /// What came back, once the transfer ended one way or another.
 public struct HTTPResult: Sendable {
     public enum Abort: Sendable, Equatable {
@@ -31,12 +48,27 @@ public struct HTTPResult: Sendable {
         case drain
         case decoder
         case outputLimit
+        /// The response's headers outgrew `HTTPResult.maxHeaderBytes`.
+        case headerLimit
+        /// A 2xx body came compressed (`Content-Encoding`), which llmq never asks for.
+        case compressedBody
     }
 
+    /// Most header bytes accepted from one response; more aborts the transfer.
+    public static let maxHeaderBytes = 256 << 10
+    /// Most bytes of a non-2xx body kept for the error message.
+    public static let maxErrorBodyBytes = 64 << 10
+
     public var status: Int = 0
+    /// Set when the transfer failed below HTTP; nil when it completed or was aborted by llmq.
+    public var transportFailure: TransportFailure?
     /// libcurl's result code; 0 when the transfer completed.
+    /// Deprecated outside HTTP/: read `transportFailure` instead (kept while JobRunner still reads it).
     public var curlCode: Int = 0
+    /// What the transport said when it failed (libcurl's words).
     public var curlMessage: String = ""
+    /// Bytes of response headers seen so far (all responses, 1xx included).
+    var headerBytes = 0
     /// Response headers of the final response, names lower-cased.
     public var headers: [String: String] = [:]
     /// The body of a non-2xx response (first 64 KiB).

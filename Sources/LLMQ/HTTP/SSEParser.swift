@@ -4,14 +4,36 @@
 /// Complete lines are read in place from the input; only a line cut by a
 /// buffer boundary is copied. Buffers are reused, so steady-state parsing
 /// does not allocate.
+///
+/// What an upstream can make it hold is capped: a line longer than
+/// `maxLineBytes`, or an event whose `data:` lines add up to more than
+/// `maxEventBytes`, stops the parse (`feed` returns false, `overflow` says why)
+/// instead of growing a buffer until the request times out.
 public struct SSEParser {
+    /// Which cap a stream broke.
+    public enum Overflow: Sendable, Equatable {
+        /// A line ran past `maxLineBytes` without its end.
+        case line
+        /// One event's data ran past `maxEventBytes` without the blank line that ends it.
+        case event
+    }
+
+    /// The default cap of one line and of one event's data: 1 MiB.
+    public static let defaultLimit = 1 << 20
+
+    public let maxLineBytes: Int
+    public let maxEventBytes: Int
+    /// Set when a cap stopped the parse.
+    public private(set) var overflow: Overflow?
     private var carry: [UInt8] = []
     private var data: [UInt8] = []
     private var hasData = false
     private var event: [UInt8] = []
     private var lastWasCR = false
 
-    public init() {
+    public init(maxLineBytes: Int = SSEParser.defaultLimit, maxEventBytes: Int = SSEParser.defaultLimit) {
+        self.maxLineBytes = maxLineBytes
+        self.maxEventBytes = maxEventBytes
         carry.reserveCapacity(512)
         data.reserveCapacity(512)
     }
@@ -24,9 +46,11 @@ public struct SSEParser {
         if lastWasCR && n > 0 && bytes[0] == 0x0A { i = 1 }
         lastWasCR = false
         var lineStart = i
+        guard overflow == nil else { return false }
         while i < n {
             let c = bytes[i]
             if c == 0x0A || c == 0x0D {
+                if carry.count + (i - lineStart) > maxLineBytes { overflow = .line; return false }
                 let ok: Bool
                 if carry.isEmpty {
                     ok = line(UnsafeBufferPointer(rebasing: bytes[lineStart..<i]), onEvent)
@@ -44,12 +68,16 @@ public struct SSEParser {
             }
             i += 1
         }
-        if lineStart < n { carry.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[lineStart..<n])) }
+        if lineStart < n {
+            if carry.count + (n - lineStart) > maxLineBytes { overflow = .line; return false }
+            carry.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[lineStart..<n]))
+        }
         return true
     }
 
     /// Ends the stream: an event without its closing blank line is still delivered.
     public mutating func finish(_ onEvent: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Bool) -> Bool {
+        guard overflow == nil else { return false }
         if !carry.isEmpty {
             let taken = carry
             carry.removeAll()
@@ -67,6 +95,7 @@ public struct SSEParser {
         if v < l.count && l[v] == 0x20 { v += 1 }
         let value = v <= l.count ? UnsafeBufferPointer(rebasing: l[min(v, l.count)...]) : UnsafeBufferPointer(rebasing: l[l.count...])
         if colon == 4 && l[0] == UInt8(ascii: "d") && l[1] == UInt8(ascii: "a") && l[2] == UInt8(ascii: "t") && l[3] == UInt8(ascii: "a") {
+            if data.count + value.count + 1 > maxEventBytes { overflow = .event; return false }
             if hasData { data.append(0x0A) }
             data.append(contentsOf: value)
             hasData = true

@@ -16,7 +16,7 @@ final class Transfer: @unchecked Sendable {
     var easy: CurlEasy?
     var result = HTTPResult()
     var lastDataAt: UInt64 = 0
-    private var sawHeadersStatus = false
+    private var sawBody = false
 
     init(request: HTTPRequest, decoder: StreamDecoder, output: PendingOutput?, token: TransferToken) {
         self.request = request
@@ -49,10 +49,44 @@ final class Transfer: @unchecked Sendable {
         lastDataAt = Clock.nowNanos()
     }
 
+    /// Records how libcurl ended the transfer and lets the decoder finish a 2xx body.
+    func complete(code: CURLcode) {
+        result.curlCode = Int(code.rawValue)
+        if code != CURLE_OK {
+            result.curlMessage = String(cString: curl_easy_strerror(code))
+            if result.aborted == nil { result.transportFailure = Self.failure(code, osErrno: easy?.osErrno ?? 0) }
+        } else if result.status == 0 {
+            result.status = easy?.responseCode ?? 0
+        }
+        if code == CURLE_OK && result.isHTTPSuccess { decoder.finish() }
+    }
+
+    /// libcurl's code in transport terms. A socket or a resolver thread that could not be
+    /// created for lack of descriptors or memory is this process's trouble, not the upstream's.
+    static func failure(_ code: CURLcode, osErrno: Int) -> TransportFailure {
+        let local = [EMFILE, ENFILE, ENOMEM, ENOBUFS].contains(Int32(truncatingIfNeeded: osErrno))
+        switch code {
+        case CURLE_OPERATION_TIMEDOUT: return .timedOut
+        case CURLE_OUT_OF_MEMORY: return .localResource
+        case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_CONNECT:
+            return local ? .localResource : .unreachable
+        default: return local ? .localResource : .other
+        }
+    }
+
     func receive(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         lastDataAt = Clock.nowNanos()
         if result.status == 0 { result.status = easy?.responseCode ?? 0 }
         if result.isHTTPSuccess {
+            if !sawBody {
+                sawBody = true
+                // No Accept-Encoding goes out, so a compressed answer is one nobody asked for
+                // (and possibly a bomb): refused rather than inflated.
+                if let enc = result.headers["content-encoding"], !enc.isEmpty, enc.lowercased() != "identity" {
+                    result.aborted = .compressedBody
+                    return false
+                }
+            }
             guard decoder.consume(bytes) else {
                 result.aborted = .decoder
                 return false
@@ -63,23 +97,30 @@ final class Transfer: @unchecked Sendable {
             }
             return true
         }
-        let room = 65536 - result.errorBody.count
+        let room = HTTPResult.maxErrorBodyBytes - result.errorBody.count
         if room > 0 { result.errorBody.append(contentsOf: UnsafeBufferPointer(rebasing: bytes.prefix(room))) }
         return true
     }
 
-    func header(_ bytes: UnsafeBufferPointer<UInt8>) {
+    /// Returns false (aborting the transfer) once the headers outgrow their cap.
+    func header(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         lastDataAt = Clock.nowNanos()
+        result.headerBytes += bytes.count
+        if result.headerBytes > HTTPResult.maxHeaderBytes {
+            result.aborted = .headerLimit
+            return false
+        }
         let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if line.hasPrefix("HTTP/") {
             result.headers.removeAll()
             result.status = 0
-            return
+            return true
         }
-        guard let colon = line.firstIndex(of: ":") else { return }
+        guard let colon = line.firstIndex(of: ":") else { return true }
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         result.headers[name] = value
+        return true
     }
 }
 
@@ -103,6 +144,5 @@ private let transferHeaderCallback: llmq_data_cb = { ptr, size, nmemb, userdata 
     guard let ptr, let userdata else { return 0 }
     let n = size * nmemb
     let t = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
-    t.header(UnsafeRawBufferPointer(start: ptr, count: n).bindMemory(to: UInt8.self))
-    return n
+    return t.header(UnsafeRawBufferPointer(start: ptr, count: n).bindMemory(to: UInt8.self)) ? n : 0
 }

@@ -22,6 +22,10 @@ public final class EventWriter: @unchecked Sendable {
     /// The generated text, still JSON-escaped, for the result key.
     public private(set) var textEscaped: [UInt8] = []
     public private(set) var toolCalls: [ToolCallState] = []
+    /// Tool-call index → position in `toolCalls`.
+    private var toolSlots: [Int: Int] = [:]
+    /// Bytes of output that count against `maxOutputBytes`: escaped text, and tool calls' arguments, ids and names.
+    public private(set) var outputBytes = 0
     public var embeddingCount = 0
     var startLine: [UInt8] = []
     var chunkPrefix: [UInt8] = []
@@ -34,10 +38,12 @@ public final class EventWriter: @unchecked Sendable {
         public var argumentsEscaped: [UInt8]
     }
 
-    /// Largest answer accepted, bytes of escaped text and tool-call arguments.
+    /// Largest answer accepted, bytes of escaped text and tool calls (arguments, ids, names).
     public let maxOutputBytes: Int
-    /// Whether the answer outgrew `maxOutputBytes`; the transfer is then cut.
-    public var exceeded: Bool { textEscaped.count > maxOutputBytes }
+    /// Most distinct tool calls one answer may carry.
+    public static let maxToolCalls = 1024
+    /// Whether the answer outgrew `maxOutputBytes` or `maxToolCalls`; the transfer is then cut.
+    public var exceeded: Bool { outputBytes > maxOutputBytes || toolCalls.count > Self.maxToolCalls }
 
     public init(id: String, maxOutputBytes: Int = Int.max) {
         self.id = id
@@ -57,6 +63,8 @@ public final class EventWriter: @unchecked Sendable {
         outputSent = false
         textEscaped.removeAll(keepingCapacity: true)
         toolCalls.removeAll()
+        toolSlots.removeAll()
+        outputBytes = 0
         embeddingCount = 0
         firstOutputAt = nil
         var l = header("start")
@@ -146,6 +154,7 @@ public final class EventWriter: @unchecked Sendable {
         pending.append(UInt8(ascii: "\""))
         endLine()
         textEscaped.append(contentsOf: text)
+        outputBytes &+= text.count
     }
 
     public func chunk(text: String) {
@@ -158,15 +167,16 @@ public final class EventWriter: @unchecked Sendable {
     public func toolCall(index: Int, callID: String?, name: String?, argumentsEscaped: UnsafeBufferPointer<UInt8>) {
         ensureStarted()
         markOutput()
-        var state: ToolCallState
-        if let k = toolCalls.firstIndex(where: { $0.index == index }) {
+        outputBytes &+= argumentsEscaped.count &+ (callID?.utf8.count ?? 0) &+ (name?.utf8.count ?? 0)
+        let state: ToolCallState
+        if let k = toolSlots[index] {
+            if let callID, !callID.isEmpty { toolCalls[k].callID = callID }
+            if let name, !name.isEmpty { toolCalls[k].name = name }
+            toolCalls[k].argumentsEscaped.append(contentsOf: argumentsEscaped)
             state = toolCalls[k]
-            if let callID, !callID.isEmpty { state.callID = callID }
-            if let name, !name.isEmpty { state.name = name }
-            state.argumentsEscaped.append(contentsOf: argumentsEscaped)
-            toolCalls[k] = state
         } else {
             state = ToolCallState(index: index, callID: callID ?? "", name: name ?? "", argumentsEscaped: Array(argumentsEscaped))
+            toolSlots[index] = toolCalls.count
             toolCalls.append(state)
         }
         var l = header("tool_call")
@@ -274,6 +284,23 @@ public struct Usage: Sendable, Equatable {
     public init(promptTokens: Int? = nil, completionTokens: Int? = nil) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
+    }
+
+    /// The largest token count reported (2^40): anything above it is an upstream's nonsense.
+    public static let maxCount = 1 << 40
+
+    /// A count within `0...maxCount`.
+    public static func clamped(_ n: Int) -> Int { min(max(n, 0), maxCount) }
+
+    /// The sum of counts, saturating at `maxCount`; nil when neither is known.
+    public static func sum(_ counts: Int?...) -> Int? {
+        var total: Int?
+        for c in counts {
+            guard let c else { continue }
+            let (s, overflow) = (total ?? 0).addingReportingOverflow(clamped(c))
+            total = overflow ? maxCount : clamped(s)
+        }
+        return total
     }
 
     func write(into l: inout [UInt8]) {

@@ -6,10 +6,7 @@ import Foundation
 /// in `anthropic-version`; system messages become the top-level `system`.
 /// Anthropic has no embeddings API.
 public struct AnthropicProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
 
     public static let defaultBaseURL = "https://api.anthropic.com"
     public static let defaultVersion = "2023-06-01"
@@ -17,14 +14,9 @@ public struct AnthropicProvider: Provider {
     public static let defaultMaxTokens = 4096
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
-        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v1"])
-    }
-
-    var authHeaders: [String] {
-        ["anthropic-version: \(config.apiVersion ?? Self.defaultVersion)"] + keyHeader(apiKey, name: "x-api-key", scheme: "")
+        endpoint = ProviderEndpoint(
+            name: name, config: config, baseURL: trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v1"]), apiKey: apiKey,
+            authHeaders: ["anthropic-version: \(config.apiVersion ?? Self.defaultVersion)"] + keyHeader(apiKey, name: "x-api-key", scheme: ""))
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
@@ -106,11 +98,7 @@ public struct AnthropicProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        AnthropicStreamDecoder(writer: writer, provider: name, secret: apiKey)
-    }
-
-    public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
+        AnthropicStreamDecoder(writer: writer, provider: name)
     }
 
     public func modelsRequest() -> HTTPRequest? { getRequest(url: baseURL + "/v1/models", auth: authHeaders) }
@@ -144,7 +132,7 @@ final class AnthropicStreamDecoder: StreamEventDecoder {
         guard let top = s.validate(), s.isObject(top), let type = s.member(top, "type") else { return malformed(data) }
         if s.equals(type.dropQuotes, "content_block_delta") {
             guard let d = s.member(top, "delta"), let dt = s.member(d, "type") else { return true }
-            let index = s.member(top, "index").flatMap(s.int) ?? 0
+            guard let index = blockIndex(s, s.member(top, "index")) else { return false }
             if s.equals(dt.dropQuotes, "text_delta") {
                 if let t = s.member(d, "text").flatMap(s.stringBody) { writer.chunk(escaped: t) }
             } else if s.equals(dt.dropQuotes, "input_json_delta"), let tool = toolIndex[index] {
@@ -156,7 +144,7 @@ final class AnthropicStreamDecoder: StreamEventDecoder {
         }
         if s.equals(type.dropQuotes, "content_block_start") {
             guard let block = s.member(top, "content_block"), let bt = s.member(block, "type") else { return true }
-            let index = s.member(top, "index").flatMap(s.int) ?? 0
+            guard let index = blockIndex(s, s.member(top, "index")) else { return false }
             if s.equals(bt.dropQuotes, "tool_use") {
                 let tool = toolIndex.count
                 toolIndex[index] = tool
@@ -185,12 +173,10 @@ final class AnthropicStreamDecoder: StreamEventDecoder {
     }
 
     private func readUsage(_ s: JSONScanner, _ u: Range<Int>) {
-        var input: Int?
-        for k in [s.member(u, "input_tokens"), s.member(u, "cache_creation_input_tokens"), s.member(u, "cache_read_input_tokens")] {
-            if let n = k.flatMap(s.int) { input = (input ?? 0) + n }
-        }
+        let input = Usage.sum(s.member(u, "input_tokens").flatMap(s.count), s.member(u, "cache_creation_input_tokens").flatMap(s.count),
+                              s.member(u, "cache_read_input_tokens").flatMap(s.count))
         if let input { usage.promptTokens = input }
-        if let o = s.member(u, "output_tokens").flatMap(s.int) { usage.completionTokens = o }
+        if let o = s.member(u, "output_tokens").flatMap(s.count) { usage.completionTokens = o }
     }
 
     /// An `error` event's type as a protocol error: overloaded is unavailable (retried), rate limits are rate limits.

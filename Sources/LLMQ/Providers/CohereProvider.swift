@@ -4,21 +4,14 @@ import Foundation
 /// a `type`: message-start, content-delta, tool-call-start/delta/end,
 /// message-end with finish_reason and usage), and `POST /v2/embed`.
 public struct CohereProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
 
     public static let defaultBaseURL = "https://api.cohere.com"
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
-        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v2", "/v1"])
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v2", "/v1"]),
+                                    apiKey: apiKey, authHeaders: keyHeader(apiKey))
     }
-
-    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         if job.mode == "embed" {
@@ -91,20 +84,16 @@ public struct CohereProvider: Provider {
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
         if job.mode == "embed" {
             let provider = name
-            return JSONBodyDecoder(writer: writer, provider: name) { s, top, writer throws(LLMQError) in
+            return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let e = s.member(top, "embeddings"), let vectors = s.member(e, "float"), s.isArray(vectors) else {
                     throw LLMQError(.upstreamError, "\(provider) sent an embed answer without embeddings.float", retryable: true)
                 }
                 s.forEachElement(vectors) { i, v in writer.embedding(index: i, vectorJSON: s.raw(v)) }
                 let billed = s.member(top, "meta").flatMap { s.member($0, "billed_units") }
-                return Usage(promptTokens: billed.flatMap { s.member($0, "input_tokens") }.flatMap(s.int), completionTokens: 0)
+                return Usage(promptTokens: billed.flatMap { s.member($0, "input_tokens") }.flatMap(s.count), completionTokens: 0)
             }
         }
-        return CohereStreamDecoder(writer: writer, provider: name, secret: apiKey)
-    }
-
-    public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
+        return CohereStreamDecoder(writer: writer, provider: name)
     }
 
     public func modelsRequest() -> HTTPRequest? { getRequest(url: baseURL + "/v1/models?page_size=1000", auth: authHeaders) }
@@ -140,7 +129,7 @@ final class CohereStreamDecoder: StreamEventDecoder {
             }
         } else if s.equals(t, "tool-call-start") || s.equals(t, "tool-call-delta") {
             guard let call = message.flatMap({ s.member($0, "tool_calls") }) else { return true }
-            let index = s.member(top, "index").flatMap(s.int) ?? 0
+            guard let index = blockIndex(s, s.member(top, "index")) else { return false }
             let function = s.member(call, "function")
             let args = function.flatMap { s.member($0, "arguments") }.flatMap(s.stringBody) ?? UnsafeBufferPointer(start: nil, count: 0)
             let start = s.equals(t, "tool-call-start")
@@ -162,8 +151,8 @@ final class CohereStreamDecoder: StreamEventDecoder {
             finishReason = CohereProvider.finishReason(raw)
             if let u = delta.flatMap({ s.member($0, "usage") }) {
                 let counts = s.member(u, "tokens") ?? s.member(u, "billed_units")
-                usage.promptTokens = counts.flatMap { s.member($0, "input_tokens") }.flatMap(s.int)
-                usage.completionTokens = counts.flatMap { s.member($0, "output_tokens") }.flatMap(s.int)
+                usage.promptTokens = counts.flatMap { s.member($0, "input_tokens") }.flatMap(s.count)
+                usage.completionTokens = counts.flatMap { s.member($0, "output_tokens") }.flatMap(s.count)
             }
             complete = true
         }

@@ -125,7 +125,8 @@ public final class CooldownBoard: @unchecked Sendable {  // all mutable state is
 
     /// Starts (or extends) a cooldown here at once and farm-wide through Redis.
     func start(_ provider: String, seconds: Double, reason: String) {
-        let ms = max(1, Int(seconds * 1000))
+        // Hints are clamped where they are read; this keeps a NaN or an infinity from trapping here anyway.
+        let ms = max(1, Int((UpstreamError.clampHint(seconds) ?? 0) * 1000))
         condition.lock()
         let now = Clock.nowNanos()
         let end = now + UInt64(ms) * 1_000_000

@@ -6,21 +6,14 @@ import Foundation
 /// assistant → model and system → `systemInstruction`. A blocked prompt or
 /// answer (safety, recitation …) is an error naming Gemini's reason.
 public struct GeminiProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
 
     public static let defaultBaseURL = "https://generativelanguage.googleapis.com/v1beta"
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
-        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL)
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL), apiKey: apiKey,
+                                    authHeaders: keyHeader(apiKey, name: "x-goog-api-key", scheme: ""))
     }
-
-    var authHeaders: [String] { keyHeader(apiKey, name: "x-goog-api-key", scheme: "") }
 
     /// `gemini-2.0-flash` or `models/gemini-2.0-flash`, as one path segment.
     static func modelPath(_ model: String) -> String {
@@ -121,7 +114,7 @@ public struct GeminiProvider: Provider {
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
         if job.mode == "embed" {
             let provider = name
-            return JSONBodyDecoder(writer: writer, provider: name) { s, top, writer throws(LLMQError) in
+            return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let list = s.member(top, "embeddings"), s.isArray(list) else {
                     throw LLMQError(.upstreamError, "\(provider) sent a batchEmbedContents answer without embeddings", retryable: true)
                 }
@@ -132,11 +125,11 @@ public struct GeminiProvider: Provider {
                 return Usage(promptTokens: nil, completionTokens: 0)
             }
         }
-        return GeminiStreamDecoder(writer: writer, provider: name, secret: apiKey)
+        return GeminiStreamDecoder(writer: writer, provider: name)
     }
 
     public func error(for result: HTTPResult) -> LLMQError {
-        var e = UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS)
+        var e = defaultError(for: result)
         let raw = String(decoding: result.errorBody.prefix(8192), as: UTF8.self)
         if e.code == .badRequest && raw.contains("API_KEY_INVALID") {
             // Gemini answers a bad key with 400 INVALID_ARGUMENT.
@@ -145,10 +138,10 @@ public struct GeminiProvider: Provider {
         if result.status == 429 && e.retryAfter == nil, let v = try? JSONValue.parse(result.errorBody) {
             // google.rpc.RetryInfo: {"retryDelay": "31s"}
             for d in v["error"]?["details"]?.arrayValue ?? [] {
-                if let delay = d["retryDelay"]?.stringValue, let s = UpstreamError.duration(delay) { e.retryAfter = s }
+                if let delay = d["retryDelay"]?.stringValue, let s = UpstreamError.duration(delay) { e.retryAfter = UpstreamError.clampHint(s) }
             }
         }
-        return e.redacting(apiKey)
+        return e
     }
 
     public func modelsRequest() -> HTTPRequest? { getRequest(url: baseURL + "/models?pageSize=1000", auth: authHeaders) }
@@ -189,10 +182,10 @@ final class GeminiStreamDecoder: StreamEventDecoder {
             return false
         }
         if let u = s.member(top, "usageMetadata"), s.isObject(u) {
-            if let p = s.member(u, "promptTokenCount").flatMap(s.int) { usage.promptTokens = p }
-            let out = s.member(u, "candidatesTokenCount").flatMap(s.int)
-            let thoughts = s.member(u, "thoughtsTokenCount").flatMap(s.int)
-            if out != nil || thoughts != nil { usage.completionTokens = (out ?? 0) + (thoughts ?? 0) }
+            if let p = s.member(u, "promptTokenCount").flatMap(s.count) { usage.promptTokens = p }
+            let out = s.member(u, "candidatesTokenCount").flatMap(s.count)
+            let thoughts = s.member(u, "thoughtsTokenCount").flatMap(s.count)
+            if let sum = Usage.sum(out, thoughts) { usage.completionTokens = sum }
         }
         if let block = s.member(top, "promptFeedback").flatMap({ s.member($0, "blockReason") }).flatMap(s.string) {
             failed = LLMQError(.badRequest, "\(provider) blocked the prompt (blockReason \(block)); rephrase it or adjust the safety settings")

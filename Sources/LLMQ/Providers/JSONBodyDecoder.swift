@@ -9,6 +9,8 @@ final class JSONBodyDecoder: ResponseDecoder {
     let writer: EventWriter
     let provider: String
     let read: Reader
+    /// How many inputs the job sent; an answer with more vectors is refused.
+    let inputs: Int
     var body: [UInt8] = []
     private(set) var finishReason: String?
     private(set) var usage = Usage()
@@ -17,9 +19,10 @@ final class JSONBodyDecoder: ResponseDecoder {
 
     static let limit = 256 << 20
 
-    init(writer: EventWriter, provider: String, read: @escaping Reader) {
+    init(writer: EventWriter, provider: String, inputs: Int, read: @escaping Reader) {
         self.writer = writer
         self.provider = provider
+        self.inputs = inputs
         self.read = read
     }
 
@@ -39,6 +42,9 @@ final class JSONBodyDecoder: ResponseDecoder {
             }
             do throws(LLMQError) {
                 usage = try read(s, top, writer)
+                if writer.embeddingCount > inputs {
+                    throw LLMQError(.upstreamError, "\(provider) sent \(writer.embeddingCount) embeddings for \(inputs) inputs", retryable: true)
+                }
             } catch {
                 failure = error
             }

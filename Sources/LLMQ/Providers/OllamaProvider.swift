@@ -5,22 +5,15 @@ import Foundation
 /// `done_reason`, `prompt_eval_count`, `eval_count`), `/api/embed`, and the
 /// model list at `/api/tags`. No key: Ollama needs none.
 public struct OllamaProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
 
     public static let defaultBaseURL = "http://127.0.0.1:11434"
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
-        baseURL = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/api"])
+        // Ollama itself takes no key; one is sent when configured, for proxies in front of it.
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/api"]),
+                                    apiKey: apiKey, authHeaders: keyHeader(apiKey))
     }
-
-    /// Ollama itself takes no key; one is sent when configured, for proxies in front of it.
-    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         var body: [String: JSONValue] = ["model": .string(model)]
@@ -111,19 +104,15 @@ public struct OllamaProvider: Provider {
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
         if job.mode == "embed" {
             let provider = name
-            return JSONBodyDecoder(writer: writer, provider: name) { s, top, writer throws(LLMQError) in
+            return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let list = s.member(top, "embeddings"), s.isArray(list) else {
                     throw LLMQError(.upstreamError, "\(provider) sent an /api/embed answer without embeddings", retryable: true)
                 }
                 s.forEachElement(list) { i, v in writer.embedding(index: i, vectorJSON: s.raw(v)) }
-                return Usage(promptTokens: s.member(top, "prompt_eval_count").flatMap(s.int), completionTokens: 0)
+                return Usage(promptTokens: s.member(top, "prompt_eval_count").flatMap(s.count), completionTokens: 0)
             }
         }
         return OllamaStreamDecoder(writer: writer, provider: name)
-    }
-
-    public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
     }
 
     public func modelsRequest() -> HTTPRequest? { getRequest(url: baseURL + "/api/tags", auth: authHeaders) }
@@ -176,8 +165,8 @@ final class OllamaStreamDecoder: StreamEventDecoder {
         if let done = s.member(top, "done"), s.bytes[done.lowerBound] == UInt8(ascii: "t") {
             let reason = OllamaProvider.finishReason(s.member(top, "done_reason").flatMap(s.string) ?? "stop")
             finishReason = tools > 0 && reason == "stop" ? "tool_calls" : reason
-            usage.promptTokens = s.member(top, "prompt_eval_count").flatMap(s.int)
-            usage.completionTokens = s.member(top, "eval_count").flatMap(s.int)
+            usage.promptTokens = s.member(top, "prompt_eval_count").flatMap(s.count)
+            usage.completionTokens = s.member(top, "eval_count").flatMap(s.count)
             complete = true
         }
         return true

@@ -6,30 +6,24 @@ import Foundation
 /// Kinds `azure`, `vllm`, `lmstudio` and `llamacpp` are presets of it (see `OpenAIPreset`):
 /// the same wire format with another default address, auth header or path.
 public struct OpenAIProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
     let preset: OpenAIPreset
 
     public static let defaultBaseURL = "https://api.openai.com/v1"
     public static let defaultSimURL = "http://127.0.0.1:8089/v1"
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
-        preset = OpenAIPreset(kind: ProviderKind(rawValue: config.kind) ?? .openai, config: config)
-        baseURL = preset.baseURL(configured: config.baseURL)
+        let preset = OpenAIPreset(kind: ProviderKind(rawValue: config.kind) ?? .openai, config: config)
+        self.preset = preset
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: preset.baseURL(configured: config.baseURL), apiKey: apiKey,
+                                    authHeaders: preset.authHeaders(apiKey: apiKey))
     }
 
     /// For servers reached under another provider kind (TGI's Messages API).
     init(name: String, config: ProviderConfig, apiKey: String?, baseURL: String) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
         preset = OpenAIPreset(kind: .openai, config: config)
-        self.baseURL = trimmedBaseURL(baseURL, default: baseURL)
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: trimmedBaseURL(baseURL, default: baseURL), apiKey: apiKey,
+                                    authHeaders: preset.authHeaders(apiKey: apiKey))
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
@@ -37,8 +31,6 @@ public struct OpenAIProvider: Provider {
         return jsonRequest(url: preset.url(base: baseURL, path: path, model: model), body: .object(body), auth: authHeaders,
                            job: job, timeout: timeout, streaming: job.mode != "embed")
     }
-
-    var authHeaders: [String] { preset.authHeaders(apiKey: apiKey) }
 
     /// The endpoint path and the JSON body for a job.
     func body(job: Job, model: String) throws(LLMQError) -> (String, [String: JSONValue]) {
@@ -79,12 +71,8 @@ public struct OpenAIProvider: Provider {
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
         job.mode == "embed"
-            ? OpenAIEmbeddingDecoder(writer: writer, provider: name)
-            : OpenAIStreamDecoder(writer: writer, provider: name, secret: apiKey)
-    }
-
-    public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
+            ? OpenAIEmbeddingDecoder(writer: writer, provider: name, inputs: job.input.count)
+            : OpenAIStreamDecoder(writer: writer, provider: name)
     }
 
     public func modelsRequest() -> HTTPRequest? {
@@ -136,9 +124,10 @@ public final class OpenAIStreamDecoder: StreamEventDecoder {
                 }
             }
         }
+        if failed != nil { return false }  // a bad tool-call index
         if let usageRange, s.isObject(usageRange) {
-            if let p = s.member(usageRange, "prompt_tokens").flatMap(s.int) { usage.promptTokens = p }
-            if let c = s.member(usageRange, "completion_tokens").flatMap(s.int) { usage.completionTokens = c }
+            if let p = s.member(usageRange, "prompt_tokens").flatMap(s.count) { usage.promptTokens = p }
+            if let c = s.member(usageRange, "completion_tokens").flatMap(s.count) { usage.completionTokens = c }
         }
         return true
     }
@@ -149,8 +138,7 @@ public final class OpenAIStreamDecoder: StreamEventDecoder {
                 if let t = s.stringBody(v) { writer.chunk(escaped: t) }
             } else if s.equals(k, "tool_calls") && s.isArray(v) {
                 s.forEachElement(v) { _, call in
-                    guard s.isObject(call) else { return }
-                    let index = s.member(call, "index").flatMap(s.int) ?? 0
+                    guard s.isObject(call), let index = blockIndex(s, s.member(call, "index")) else { return }
                     let id = s.member(call, "id").flatMap(s.string)
                     var name: String?
                     var args = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
@@ -169,20 +157,25 @@ public final class OpenAIStreamDecoder: StreamEventDecoder {
 public final class OpenAIEmbeddingDecoder: ResponseDecoder {
     let writer: EventWriter
     let provider: String
+    /// How many inputs the job sent: every `index` must name one of them.
+    let inputs: Int
     var body: [UInt8] = []
     public private(set) var finishReason: String?
     public private(set) var usage = Usage()
     public private(set) var failure: LLMQError?
     public private(set) var complete = false
 
-    public init(writer: EventWriter, provider: String) {
+    public init(writer: EventWriter, provider: String, inputs: Int) {
         self.writer = writer
         self.provider = provider
+        self.inputs = inputs
     }
 
     public func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         body.append(contentsOf: bytes)
-        return body.count < 256 << 20
+        if body.count < JSONBodyDecoder.limit { return true }
+        failure = LLMQError(.upstreamError, "\(provider) sent an answer over \(JSONBodyDecoder.limit >> 20) MiB", retryable: false)
+        return false
     }
 
     public func finish() {
@@ -193,12 +186,18 @@ public final class OpenAIEmbeddingDecoder: ResponseDecoder {
                 return
             }
             s.forEachElement(data) { n, item in
-                guard let vec = s.member(item, "embedding"), s.isArray(vec) else { return }
-                let index = s.member(item, "index").flatMap(s.int) ?? n
+                guard failure == nil, let vec = s.member(item, "embedding"), s.isArray(vec) else { return }
+                let raw = s.member(item, "index")
+                guard let index = raw.map(s.index) ?? n, index < inputs else {
+                    let said = raw.map { String(decoding: s.raw($0).prefix(40), as: UTF8.self) } ?? String(n)
+                    failure = LLMQError(.upstreamError, "\(provider) sent embedding index \(said) for \(inputs) inputs", retryable: true)
+                    return
+                }
                 writer.embedding(index: index, vectorJSON: s.raw(vec))
             }
+            if failure != nil { return }
             if let u = s.member(top, "usage"), s.isObject(u) {
-                usage.promptTokens = s.member(u, "prompt_tokens").flatMap(s.int)
+                usage.promptTokens = s.member(u, "prompt_tokens").flatMap(s.count)
                 usage.completionTokens = 0
             }
         }

@@ -38,14 +38,59 @@ public enum ProviderKind: String, Sendable, CaseIterable {
     }
 }
 
+/// What every provider holds, whatever its wire format: the name it is configured
+/// under, its configuration, the API root, the key and the header lines that carry it.
+public struct ProviderEndpoint: Sendable {
+    public let name: String
+    public let config: ProviderConfig
+    /// The API root without trailing slashes or the version suffixes the provider adds itself.
+    public let baseURL: String
+    /// The key; kept out of every message by `ProviderRegistry.redact`, never logged.
+    let apiKey: String?
+    /// The header lines that authenticate a request (key, and an API version where one is required).
+    public let authHeaders: [String]
+
+    public init(name: String, config: ProviderConfig, baseURL: String, apiKey: String?, authHeaders: [String]) {
+        self.name = name
+        self.config = config
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+        self.authHeaders = authHeaders
+    }
+}
+
 /// One configured upstream. A provider turns a job into an HTTP request and
 /// gives the decoder that turns the streamed answer into events.
+///
+/// ## Implementation requirements
+///
+/// - **Threads.** A provider is an immutable value shared by every job of a worker:
+///   `makeRequest`, `makeDecoder`, `error(for:)` and the model-list calls run on any
+///   task, concurrently, and must not keep state between calls. The decoder it makes
+///   belongs to one transfer and runs on the HTTP engine's thread only (`consume`,
+///   then `finish` once the body ended normally); the job's task reads its
+///   `failure`, `usage`, `finishReason` and `complete` after `perform` returned.
+/// - **Bounds.** A decoder holds at most one line or event (1 MiB, `SSEParser`,
+///   `NDJSONParser`) or, for whole-JSON answers, a capped body; numbers from the
+///   upstream are clamped (`Usage.clamped`, `JSONScanner.count`/`index`) and never
+///   trap; indexes outside what the job asked for fail the stream as `upstream_error`.
+/// - **Output.** Text and tool-call pieces go to the `EventWriter` still JSON-escaped,
+///   as the upstream sent them; the writer counts them against `max_output_bytes`.
+/// - **complete.** `complete` is true only when the stream reached its proper end
+///   (`[DONE]`, `message_stop`, a finish reason, `done: true`, a whole JSON answer
+///   read). A body that ended without it is a failure (`upstream_error`, retryable),
+///   never a `done`.
+/// - **Errors.** `failure` (set by the decoder) wins over `error(for:)` (the
+///   transfer's status, headers and transport failure). Retry hints are clamped by
+///   `UpstreamError`. Neither redacts: messages may quote the provider, and the
+///   provider may echo the key; `ProviderRegistry.redact` is the one place keys are
+///   removed, where text leaves the process (events, results, logs, CLI output).
 public protocol Provider: Sendable {
-    var name: String { get }
-    var config: ProviderConfig { get }
+    var endpoint: ProviderEndpoint { get }
     func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest
     func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder
-    /// The protocol error for a failed transfer (status, body, curl error).
+    /// The protocol error for a failed transfer (status, body, transport failure);
+    /// `defaultError(for:)` unless the provider knows better.
     func error(for result: HTTPResult) -> LLMQError
     /// The request that lists the upstream's models, when it has such a call.
     func modelsRequest() -> HTTPRequest?
@@ -57,15 +102,26 @@ public protocol Provider: Sendable {
 public protocol ResponseDecoder: StreamDecoder {
     var finishReason: String? { get }
     var usage: Usage { get }
-    /// Set when the stream itself reported an error or was malformed.
+    /// Set when the stream itself reported an error, was malformed or broke a cap.
     var failure: LLMQError? { get }
     /// Whether the stream reached its proper end (e.g. `[DONE]` or a finish reason).
     var complete: Bool { get }
 }
 
 extension Provider {
+    public var name: String { endpoint.name }
+    public var config: ProviderConfig { endpoint.config }
+    var baseURL: String { endpoint.baseURL }
+    var authHeaders: [String] { endpoint.authHeaders }
+
     public func modelsRequest() -> HTTPRequest? { nil }
     public func modelNames(from body: [UInt8]) -> [String] { [] }
+    public func error(for result: HTTPResult) -> LLMQError { defaultError(for: result) }
+
+    /// The shared mapping of a failed transfer to a protocol error (see `UpstreamError`).
+    public func defaultError(for result: HTTPResult) -> LLMQError {
+        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS)
+    }
 
     /// A JSON POST with the provider's timeouts, extra headers and the job's trace context.
     func jsonRequest(url: String, body: JSONValue, auth: [String], job: Job?, timeout: Double?, streaming: Bool,

@@ -57,16 +57,24 @@ public struct ProviderRegistry: Sendable {
         }
         let body = BodyCollector()
         let result = await engine.perform(request, decoder: body, output: nil)
-        guard result.completed && result.isHTTPSuccess else { throw p.error(for: result) }
+        guard result.completed && result.isHTTPSuccess else { throw redact(p.error(for: result)) }
         return p.modelNames(from: body.body)
     }
 
     /// The API keys in use, so that no message that leaves llmq can carry one.
     let secrets: [String]
 
-    /// `text` with every configured API key replaced.
+    /// `text` with every configured API key replaced: the one place keys are removed,
+    /// called wherever text that may quote a provider leaves the process.
     public func redact(_ text: String) -> String {
-        secrets.reduce(text) { $0.replacingOccurrences(of: $1, with: "[redacted]") }
+        secrets.reduce(text) { $0.contains($1) ? $0.replacingOccurrences(of: $1, with: "[redacted]") : $0 }
+    }
+
+    /// The error with every configured API key in its message replaced.
+    public func redact(_ error: LLMQError) -> LLMQError {
+        var e = error
+        e.message = redact(error.message)
+        return e
     }
 
     static func apiKey(name: String, config p: ProviderConfig, environment: [String: String]) throws(LLMQError) -> String? {

@@ -13,19 +13,18 @@ public class StreamEventDecoder: ResponseDecoder {
 
     let writer: EventWriter
     let provider: String
-    let secret: String?
     private var sse: SSEParser?
     private var lines: NDJSONParser?
     public internal(set) var finishReason: String?
     public internal(set) var usage = Usage()
     var failed: LLMQError?
-    public var failure: LLMQError? { failed?.redacting(secret) }
+    /// Not redacted: `ProviderRegistry.redact` does that where text leaves the process.
+    public var failure: LLMQError? { failed }
     public internal(set) var complete = false
 
-    public init(writer: EventWriter, provider: String, secret: String? = nil) {
+    public init(writer: EventWriter, provider: String) {
         self.writer = writer
         self.provider = provider
-        self.secret = secret
         switch Self.framing {
         case .sse: sse = SSEParser()
         case .ndjson: lines = NDJSONParser()
@@ -47,8 +46,22 @@ public class StreamEventDecoder: ResponseDecoder {
     }
 
     public final func consume(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        if lines != nil { return lines!.feed(bytes) { self.event($0) } }
-        return sse!.feed(bytes) { _, data in self.event(data) }
+        let ok = lines != nil ? lines!.feed(bytes) { self.event($0) } : sse!.feed(bytes) { _, data in self.event(data) }
+        if !ok && failed == nil { failed = overflowError }
+        return ok
+    }
+
+    /// The failure for a stream that broke a parser's cap.
+    private var overflowError: LLMQError? {
+        let cap = "\(SSEParser.defaultLimit >> 20) MiB"
+        if lines?.overflowed == true {
+            return LLMQError(.upstreamError, "\(provider) sent an NDJSON line longer than \(cap) without its end; the transfer was cut", retryable: true)
+        }
+        switch sse?.overflow {
+        case .line?: return LLMQError(.upstreamError, "\(provider) sent an SSE line longer than \(cap) without its end; the transfer was cut", retryable: true)
+        case .event?: return LLMQError(.upstreamError, "\(provider) sent an SSE event whose data ran past \(cap) without the blank line that ends it; the transfer was cut", retryable: true)
+        case nil: return nil
+        }
     }
 
     public final func finish() {
@@ -58,6 +71,17 @@ public class StreamEventDecoder: ResponseDecoder {
                 failed = LLMQError(.upstreamError, "\(provider) closed the stream before \(Self.streamEnd)", retryable: true)
             }
         }
+    }
+
+    /// A tool-call or content-block index (0 when absent); nil, with `failed` set, when the
+    /// upstream sent something that is no index (negative, fractional, 1e300, past `EventWriter.maxToolCalls`).
+    final func blockIndex(_ s: JSONScanner, _ r: Range<Int>?) -> Int? {
+        guard let r else { return 0 }
+        if let i = s.index(r), i < EventWriter.maxToolCalls { return i }
+        if failed == nil {
+            failed = LLMQError(.upstreamError, "\(provider) sent index \(String(decoding: s.raw(r).prefix(40), as: UTF8.self)), outside 0..<\(EventWriter.maxToolCalls); the stream was cut", retryable: true)
+        }
+        return nil
     }
 
     /// Fails the stream on an event that is not the JSON the provider promised; returns false.

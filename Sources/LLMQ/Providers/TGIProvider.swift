@@ -6,24 +6,16 @@ import Foundation
 /// under `/v1`, which applies the model's chat template and speaks OpenAI's
 /// format (tools included). TGI has no embeddings (that is TEI, an OpenAI-compatible server).
 public struct TGIProvider: Provider {
-    public let name: String
-    public let config: ProviderConfig
-    let baseURL: String
-    let apiKey: String?
+    public let endpoint: ProviderEndpoint
     let messagesAPI: OpenAIProvider
 
     public static let defaultBaseURL = "http://127.0.0.1:8080"
 
     public init(name: String, config: ProviderConfig, apiKey: String?) {
-        self.name = name
-        self.config = config
-        self.apiKey = apiKey
         let base = trimmedBaseURL(config.baseURL, default: Self.defaultBaseURL, dropping: ["/v1"])
-        baseURL = base
+        endpoint = ProviderEndpoint(name: name, config: config, baseURL: base, apiKey: apiKey, authHeaders: keyHeader(apiKey))
         messagesAPI = OpenAIProvider(name: name, config: config, apiKey: apiKey, baseURL: base + "/v1")
     }
-
-    var authHeaders: [String] { keyHeader(apiKey) }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         switch job.mode {
@@ -64,10 +56,6 @@ public struct TGIProvider: Provider {
         job.mode == "complete" ? TGIStreamDecoder(writer: writer, provider: name) : messagesAPI.makeDecoder(job: job, writer: writer)
     }
 
-    public func error(for result: HTTPResult) -> LLMQError {
-        UpstreamError.classify(result, provider: name, timeout: config.timeoutS, idleTimeout: config.idleTimeoutS).redacting(apiKey)
-    }
-
     /// TGI serves one model; `/info` names it.
     public func modelsRequest() -> HTTPRequest? { getRequest(url: baseURL + "/info", auth: authHeaders) }
 
@@ -101,8 +89,8 @@ final class TGIStreamDecoder: StreamEventDecoder {
         }
         if let d = s.member(top, "details"), s.isObject(d) {
             finishReason = TGIProvider.finishReason(s.member(d, "finish_reason").flatMap(s.string) ?? "eos_token")
-            usage.completionTokens = s.member(d, "generated_tokens").flatMap(s.int)
-            usage.promptTokens = s.member(d, "input_length").flatMap(s.int)
+            usage.completionTokens = s.member(d, "generated_tokens").flatMap(s.count)
+            usage.promptTokens = s.member(d, "input_length").flatMap(s.count)
             complete = true
         }
         return true

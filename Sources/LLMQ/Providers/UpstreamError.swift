@@ -12,17 +12,25 @@ public enum UpstreamError {
             case .drain: return LLMQError(.workerLost, "the worker was drained before the request finished", retryable: true)
             case .decoder: return LLMQError(.upstreamError, "\(provider) sent a malformed stream", retryable: true)
             case .outputLimit:
-                return LLMQError(.upstreamError, "the answer from \(provider) exceeded max_output_bytes and was cut; raise the limit or lower max_tokens")
+                return LLMQError(.upstreamError, "the answer from \(provider) exceeded max_output_bytes (text and tool-call arguments) or \(EventWriter.maxToolCalls) tool calls and was cut; raise the limit or lower max_tokens")
+            case .headerLimit:
+                return LLMQError(.upstreamError, "\(provider) sent over \(HTTPResult.maxHeaderBytes >> 10) KiB of response headers; the transfer was cut", retryable: true)
+            case .compressedBody:
+                return LLMQError(.upstreamError, "\(provider) answered with a compressed body (Content-Encoding: \(r.headers["content-encoding"] ?? "?")) that llmq did not ask for and does not inflate; turn compression off in front of the provider", retryable: true)
             }
         }
-        if r.curlCode != 0 {
-            switch r.curlCode {
-            case 28:
+        if let failure = r.transportFailure {
+            switch failure {
+            case .timedOut:
                 return LLMQError(.timeout, "\(provider) did not answer in time (\(timeout.map { "\($0) s, " } ?? "")\(r.curlMessage))", retryable: true)
-            case 6, 7:
+            case .unreachable:
                 return LLMQError(.upstreamUnavailable, "cannot reach \(provider): \(r.curlMessage)", retryable: true)
-            default:
-                return LLMQError(.upstreamError, "\(provider) transfer failed: \(r.curlMessage) (curl \(r.curlCode))", retryable: true)
+            case .localResource:
+                // `internal`, not an upstream code: the cooldown board ignores it, so a worker
+                // short of descriptors never cools a healthy provider down for the farm.
+                return LLMQError(.internal, "this worker ran out of local resources (file descriptors or memory) before reaching \(provider): \(r.curlMessage); raise the worker's descriptor limit (ulimit -n) or lower its concurrency", retryable: true)
+            case .other:
+                return LLMQError(.upstreamError, "\(provider) transfer failed: \(r.curlMessage)", retryable: true)
             }
         }
         let message = bodyMessage(r.errorBody)
@@ -57,17 +65,33 @@ public enum UpstreamError {
         }
     }
 
+    /// Longest wait any upstream hint can ask for, seconds.
+    public static let maxHint: Double = 3600
+
+    /// A wait hint as a finite number of seconds within 0...`maxHint`; nil for NaN.
+    /// Providers send what they like (`Retry-After: 99999999999`, `retry-after-ms: nan`);
+    /// nothing downstream should ever see an infinite, negative or NaN wait.
+    public static func clampHint(_ seconds: Double) -> Double? {
+        guard !seconds.isNaN else { return nil }
+        return min(max(seconds, 0), maxHint)
+    }
+
     /// Seconds to wait from `Retry-After` (seconds or HTTP date) or the
-    /// providers' reset headers (`x-ratelimit-reset-requests: 1.5s`, `6m0s`).
+    /// providers' reset headers (`x-ratelimit-reset-requests: 1.5s`, `6m0s`),
+    /// clamped to 0...`maxHint`.
     public static func retryAfter(_ headers: [String: String]) -> Double? {
-        if let v = headers["retry-after-ms"], let ms = Double(v) { return ms / 1000 }
+        rawRetryAfter(headers).flatMap(clampHint)
+    }
+
+    private static func rawRetryAfter(_ headers: [String: String]) -> Double? {
+        if let v = headers["retry-after-ms"], let ms = Double(v.trimmingCharacters(in: .whitespaces)), !ms.isNaN { return ms / 1000 }
         if let v = headers["retry-after"] {
-            if let s = Double(v.trimmingCharacters(in: .whitespaces)) { return max(0, s) }
+            if let s = Double(v.trimmingCharacters(in: .whitespaces)), !s.isNaN { return s }
             let f = DateFormatter()
             f.locale = Locale(identifier: "en_US_POSIX")
             f.timeZone = TimeZone(identifier: "GMT")
             f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-            if let d = f.date(from: v) { return max(0, d.timeIntervalSinceNow) }
+            if let d = f.date(from: v) { return d.timeIntervalSinceNow }
         }
         // OpenAI-style resets are durations (`1.5s`, `6m0s`); the one whose budget is spent counts.
         let pairs = [("requests", "x-ratelimit-reset-requests"), ("tokens", "x-ratelimit-reset-tokens")]
@@ -77,7 +101,7 @@ public enum UpstreamError {
         // Anthropic's resets are RFC 3339 times.
         for k in ["anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
                   "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset"] {
-            if let v = headers[k], let d = ISO8601DateFormatter().date(from: v) ?? fractionalISO8601(v) { resets.append(max(0, d.timeIntervalSinceNow)) }
+            if let v = headers[k], let d = ISO8601DateFormatter().date(from: v) ?? fractionalISO8601(v) { resets.append(d.timeIntervalSinceNow) }
         }
         return resets.max()
     }
@@ -94,9 +118,10 @@ public enum UpstreamError {
         body.contains("insufficient_quota") || body.contains("PerDay")
     }
 
-    /// Parses `1.5s`, `20ms`, `6m0s`, `1h2m3s` or a plain number of seconds.
+    /// Parses `1.5s`, `20ms`, `6m0s`, `1h2m3s` or a plain number of seconds; NaN is no duration.
     static func duration(_ text: String) -> Double? {
-        if let s = Double(text) { return s }
+        guard text.utf8.count <= 64 else { return nil }
+        if let s = Double(text) { return s.isNaN ? nil : s }
         var total = 0.0
         var num = ""
         var chars = Array(text)
@@ -115,31 +140,19 @@ public enum UpstreamError {
             any = true
         }
         chars.removeAll()
-        return any && num.isEmpty ? total : nil
+        return any && num.isEmpty && !total.isNaN ? total : nil
     }
 
     /// The human message inside a provider's error body, when there is one.
     public static func bodyMessage(_ body: [UInt8]) -> String? {
         guard !body.isEmpty else { return nil }
         if let v = try? JSONValue.parse(body) {
-            if let m = v["error"]?["message"]?.stringValue { return m }
-            if let m = v["error"]?.stringValue { return m }
-            if let m = v["message"]?.stringValue { return m }
-            if let m = v["detail"]?.stringValue { return m }
-            if let m = v.arrayValue?.first?["error"]?["message"]?.stringValue { return m }
+            let said = v["error"]?["message"]?.stringValue ?? v["error"]?.stringValue ?? v["message"]?.stringValue
+                ?? v["detail"]?.stringValue ?? v.arrayValue?.first?["error"]?["message"]?.stringValue
+            // A provider's words are quoted, not copied whole: an error body may be 64 KiB.
+            if let said { return said.count > 1000 ? String(said.prefix(1000)) + "…" : said }
         }
         let text = String(decoding: body.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
-    }
-}
-
-extension LLMQError {
-    /// The error with every occurrence of `secret` (an API key) in its message replaced,
-    /// so a provider echoing a key back never puts it on a channel or in a log.
-    public func redacting(_ secret: String?) -> LLMQError {
-        guard let secret, secret.count >= 4, message.contains(secret) else { return self }
-        var e = self
-        e.message = message.replacingOccurrences(of: secret, with: "[redacted]")
-        return e
     }
 }

@@ -1,5 +1,3 @@
-import CCurl
-import CCurlShim
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -7,7 +5,7 @@ import Tracing
 
 /// Sends finished spans to an OTLP/HTTP receiver as JSON (`POST
 /// ENDPOINT/v1/traces`, `Content-Type: application/json`), in batches, from a
-/// thread of its own with a blocking libcurl easy handle. Spans wait in a
+/// thread of its own through a `BlockingHTTPClient` (the HTTP layer's libcurl). Spans wait in a
 /// bounded buffer; when the receiver is slow or down, the oldest work is
 /// dropped and counted (`llmq_trace_spans_dropped_total`) rather than held.
 ///
@@ -15,7 +13,7 @@ import Tracing
 /// (about 7 minutes on 2 cores against seconds for this file), while
 /// OTLP/HTTP+JSON needs only the libcurl llmq already links.
 ///
-/// Thread rules: `enqueue`, `flushSoon` and `run` from anywhere; the curl handle
+/// Thread rules: `enqueue`, `flushSoon` and `run` from anywhere; the HTTP client
 /// only on the export thread; the buffer is guarded by `condition`.
 public final class OTLPExporter: Service, @unchecked Sendable {  // buffer and flags guarded by `condition`
     public struct FinishedSpan: Sendable {
@@ -86,7 +84,7 @@ public final class OTLPExporter: Service, @unchecked Sendable {  // buffer and f
     }
 
     private func loop() {
-        let easy = CurlEasy()
+        let client = BlockingHTTPClient()
         while true {
             condition.lock()
             let deadline = Date().addingTimeInterval(1)
@@ -99,29 +97,22 @@ public final class OTLPExporter: Service, @unchecked Sendable {  // buffer and f
             let more = !buffer.isEmpty
             let stop = stopping
             condition.unlock()
-            if !batch.isEmpty { post(batch, easy) }
+            if !batch.isEmpty { post(batch, client) }
             if stop && !more { return }
         }
     }
 
-    private func post(_ spans: [FinishedSpan], _ easy: CurlEasy) {
-        let body = Self.encode(spans, resource: resource)
-        easy.reset()
-        easy.set(CURLOPT_URL, url)
-        easy.set(CURLOPT_NOSIGNAL, 1)
-        easy.set(CURLOPT_TIMEOUT_MS, Int(config.timeoutS * 1000))
-        easy.set(CURLOPT_CONNECTTIMEOUT_MS, Int(min(config.timeoutS, 2) * 1000))
-        easy.setHeaders(["Content-Type: application/json"] + config.headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" })
-        easy.setBody(body)
-        _ = llmq_easy_setopt_write(easy.handle) { _, size, count, _ in size * count }
-        let rc = curl_easy_perform(easy.handle)
-        let status = easy.responseCode
-        guard rc != CURLE_OK || !(200..<300).contains(status) else { return }
+    private func post(_ spans: [FinishedSpan], _ client: BlockingHTTPClient) {
+        let request = HTTPRequest(
+            url: url, headers: ["Content-Type: application/json"] + config.headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" },
+            body: Self.encode(spans, resource: resource), timeout: config.timeoutS, connectTimeout: min(config.timeoutS, 2))
+        let result = client.perform(request)
+        guard !(result.completed && result.isHTTPSuccess) else { return }
         FarmMetrics.spansDropped(reason: "export_failed", count: spans.count)
         let now = Clock.unixTime()
         if now - lastFailureLog > 60 {
             lastFailureLog = now
-            let why = rc != CURLE_OK ? String(cString: curl_easy_strerror(rc)) : "HTTP \(status)"
+            let why = result.transportFailure != nil ? result.curlMessage : "HTTP \(result.status)"
             logger.warning("cannot export spans to the OTLP endpoint; dropping them (logged once a minute)",
                            metadata: ["endpoint": "\(url)", "error": "\(why)", "spans": "\(spans.count)"])
         }
