@@ -249,10 +249,11 @@ public final class JobRunner: Sendable {
         default: break
         }
         var error = decoder.failure ?? provider.error(for: result)
-        if let remaining, result.curlCode == 28, remaining < provider.config.timeoutS {
+        if let remaining, result.transportFailure == .timedOut, remaining < provider.config.timeoutS {
             error = LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out", retryable: false)
         }
-        registry.cooldowns.record(provider.name, error: error)
+        // Running out of descriptors here says nothing about the provider's health.
+        if result.transportFailure != .localResource { registry.cooldowns.record(provider.name, error: error) }
         v.log.warning("upstream call failed", metadata: [
             "provider": "\(provider.name)", "model": "\(registry.redact(target.model))", "attempt": "\(attempt)",
             "code": "\(error.code)", "error": "\(registry.redact(error.message))",

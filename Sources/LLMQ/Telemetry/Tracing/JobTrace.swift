@@ -94,7 +94,7 @@ public final class JobTrace: @unchecked Sendable {  // used by one task at a tim
         }
         if !(result.completed && result.isHTTPSuccess && decoderFailure == nil && complete) {
             let failure = decoderFailure?.code.rawValue ?? result.aborted.map { "aborted_\($0)" }
-                ?? (result.curlCode != 0 ? "curl_\(result.curlCode)" : "http_\(result.status)")
+                ?? (result.transportFailure.map { "transport_\($0)" } ?? "http_\(result.status)")
             span.attributes["error.type"] = failure
             span.setStatus(SpanStatus(code: .error, message: failure))
         }
