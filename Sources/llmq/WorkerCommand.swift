@@ -28,6 +28,7 @@ struct WorkerCommand: AsyncParsableCommand {
         LogSetup.bootstrap(level: config.logLevel, format: config.logFormat)
         if let httpPort, httpPort > 0 { try MonitoringServer.checkPort(host: config.httpHost, port: httpPort) }
         let logger = Logger(label: "llmq.worker")
+        ProcessSetup.prepare(logger: logger)
         let workerID = id ?? Worker.defaultID(slot: slot)
         let registry = TelemetrySetup.bootstrapMetrics()
         let exporter = TelemetrySetup.bootstrapTracing(config.tracing, worker: workerID, logger: logger)

@@ -13,6 +13,7 @@ public struct Keys: Sendable, Hashable {
     public func inflight(_ mode: String, worker: String) -> String { "\(prefix):{\(mode)}:inflight:\(worker)" }
     public func inflightPattern(_ mode: String) -> String { "\(prefix):{\(mode)}:inflight:*" }
     public func dead(_ mode: String) -> String { "\(prefix):{\(mode)}:dead" }
+    public func delayed(_ mode: String) -> String { "\(prefix):{\(mode)}:delayed" }
     public func tokens(_ id: String) -> String { "\(prefix):{\(id)}:tokens" }
     public func log(_ id: String) -> String { "\(prefix):{\(id)}:log" }
     public func result(_ id: String) -> String { "\(prefix):{\(id)}:result" }

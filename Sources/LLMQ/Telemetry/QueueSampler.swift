@@ -4,8 +4,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// Reads the farm's state from Redis every `interval` into gauges: pending,
-/// in-flight and dead jobs per mode, how long the job next in line has waited,
-/// live workers. It is also the readiness probe: whether Redis answered, and,
+/// in-flight, delayed (and of those, due) and dead jobs per mode, how long the
+/// job next in line has waited, live workers. It is also the readiness probe: whether Redis answered, and,
 /// for a worker, whether a drain was requested for it.
 ///
 /// Runs in the process that serves /metrics (the supervisor, or a worker run
@@ -95,12 +95,15 @@ public final class QueueSampler: Service, Sendable {
             if let score = members[i + 1].string.flatMap(Double.init), now - score <= settings.heartbeatTTL { live += 1 }
         }
         var count = 0
+        let nowMs = String(Int64(now * 1000))
         for mode in modes {
             try c.append(["LLEN", keys.queue(mode)])
             try c.append(["LLEN", keys.dead(mode)])
             try c.append(["LINDEX", keys.queue(mode), "-1"])
+            try c.append(["ZCARD", keys.delayed(mode)])
+            try c.append(["ZCOUNT", keys.delayed(mode), "-inf", nowMs])
             for w in workers { try c.append(["LLEN", keys.inflight(mode, worker: w)]) }
-            count += 3 + workers.count
+            count += 5 + workers.count
         }
         if let worker {
             try c.append(["GET", keys.control(worker)])
@@ -129,7 +132,8 @@ public final class QueueSampler: Service, Sendable {
             } else {
                 heads[mode] = nil
             }
-            i += 3
+            FarmMetrics.delayed(mode: mode, count: replies[i + 3].integer ?? 0, due: replies[i + 4].integer ?? 0)
+            i += 5
             var inflight = 0
             for _ in workers {
                 inflight += replies[i].integer ?? 0
