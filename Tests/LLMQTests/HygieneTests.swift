@@ -222,9 +222,9 @@ import Testing
         let s = try OperationsTests.scrapeUntil(port, "3 delayed chat jobs") { s in
             s.sum("llmq_queue_delayed_jobs", ["mode": "chat"]) == 3 && s.sum("llmq_workers_live") == 1
         }
-        #expect(s.sum("llmq_queue_delayed_due_jobs", ["mode": "chat"]) == 0)
+        #expect(s.sum("llmq_queue_delayed_overdue_jobs", ["mode": "chat"]) == 0)
         #expect(s.sum("llmq_queue_depth_jobs", ["mode": "chat"]) == 0, "delayed jobs are not in the depth autoscaling covers")
-        #expect(s.types["llmq_queue_delayed_jobs"] == "gauge" && s.types["llmq_queue_delayed_due_jobs"] == "gauge")
+        #expect(s.types["llmq_queue_delayed_jobs"] == "gauge" && s.types["llmq_queue_delayed_overdue_jobs"] == "gauge")
         farm.signal(SIGTERM)
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0, "\(env.log().suffix(2000))")
     }

@@ -7,10 +7,10 @@ extension FarmMetrics {
         Gauge(label: "llmq_queue_oldest_age_seconds", dimensions: [("mode", mode)]).record(seconds)
     }
 
-    /// Jobs of a mode in the delayed set, and how many of them are due.
-    public static func delayed(mode: String, count: Int, due: Int) {
+    /// Jobs of a mode in the delayed set, and how many of them have been due for a while.
+    public static func delayed(mode: String, count: Int, overdue: Int) {
         Gauge(label: "llmq_queue_delayed_jobs", dimensions: [("mode", mode)]).record(count)
-        Gauge(label: "llmq_queue_delayed_due_jobs", dimensions: [("mode", mode)]).record(due)
+        Gauge(label: "llmq_queue_delayed_overdue_jobs", dimensions: [("mode", mode)]).record(overdue)
     }
 
     public static func deadLetters(mode: String, count: Int) {
