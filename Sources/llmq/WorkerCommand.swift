@@ -54,6 +54,10 @@ struct WorkerCommand: AsyncParsableCommand {
         // A worker that stops by itself (`llmq drain`) shuts the rest down gracefully too.
         services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
         services.append(.init(service: DrainWatch(readiness: readiness)))
+        // Under a supervisor that dies without draining it (SIGKILL, OOM), the worker drains itself.
+        if let watch = SupervisorWatch.fromEnvironment(logger: logger) {
+            services.append(.init(service: watch, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -53,6 +53,24 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(again)) == 0, "\(env.log("farm2.log").suffix(2000))")
     }
 
+    @Test func workersOfAFarmKilledWithSIGKILLDrainTheirJobsAndExit() async throws {
+        let env = try TestEnvironment("hyg-orphan")
+        let config = try env.writeConfig(workers: 2, modes: ["chat": 2], routes: ["slow": ["sim/sim:tokens=40,delay_ms=50"]])
+        let events = try env.collector()
+        let farm = try env.start(["farm", "--config", config])
+        let workers = try Self.workers(of: farm, count: 2, env: env)
+        for pid in workers { try Self.waitRegistered(pid, env: env) }
+        let redis = try env.client()
+        try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: "o-1", model: "slow"))
+        try events.wait(what: "o-1 streaming") { ($0["o-1"]?.count ?? 0) >= 3 }
+
+        kill(farm.pid, SIGKILL)
+        try env.until("both orphaned workers to exit", timeout: 30) { workers.allSatisfy { !ProcessTable.isRunning($0) } }
+        let ended = try events.waitForTerminal(["o-1"])
+        #expect(ended["o-1"]?.last?.type == "done", "the job finished in the drain: \(ended["o-1"] ?? [])")
+        #expect(env.log().components(separatedBy: "the supervisor (pid \(farm.pid)) is gone").count == 3, "\(env.log().suffix(2000))")
+    }
+
     /// Waits until the farm has `count` workers, none of them in `excluding`.
     static func workers(of farm: ChildProcess, count: Int, env: TestEnvironment, excluding: Set<pid_t> = []) throws -> [pid_t] {
         var pids: [pid_t] = []
@@ -258,6 +276,13 @@ enum ProcessTable {
             if f.count > 9, f[1].hasSuffix(local), f[3] == "0A" { return "socket:[\(f[9])]" }
         }
         return nil
+    }
+
+    /// Whether a process exists and has not exited (a zombie has).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
     static func status(of pid: pid_t) -> [String: String] {

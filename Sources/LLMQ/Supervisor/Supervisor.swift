@@ -88,12 +88,14 @@ public final class Supervisor: Service {
     }
 
     private func keepRunning(slot: Int) async {
+        var environment = settings.environment
+        environment[SupervisorWatch.environmentKey] = String(getpid())
         var backoff = settings.restartBackoff
         while !stopping.load(ordering: .relaxed) {
             let args = [settings.executable] + settings.workerArguments.map { $0.replacingOccurrences(of: "{slot}", with: String(slot)) }
             let child: ChildProcess
             do {
-                child = try ChildProcess(args, environment: settings.environment)
+                child = try ChildProcess(args, environment: environment)
             } catch {
                 logger.error("cannot start worker \(slot): \(error.message)")
                 try? await Task.sleep(for: .seconds(backoff))
