@@ -8,7 +8,7 @@
   offline, strict) and the KEDA ScaledObjects against Ops/kubernetes/schemas;
 - the manifests hang together: probes on /readyz and /healthz, a grace period above the
   drain timeout, each Deployment with its PodDisruptionBudget and ScaledObject, selectors
-  that match, KEDA's metric exported by llmq;
+  that match, KEDA's metric exported by llmq (pending + in flight, never the delayed jobs);
 - the systemd unit drains (KillSignal=SIGTERM, TimeoutStopSec above drain_timeout_s) and
   passes `systemd-analyze verify` where systemd-analyze exists;
 - the Dockerfile is multi-stage, links the Swift runtime statically and runs as non-root;
@@ -157,6 +157,8 @@ def kubernetes(docs, require_all):
                 q = t["metadata"].get("query", "")
                 check(f"{so['metadata']['name']}: scales on pending + in-flight jobs (llmq_queue_depth_jobs)",
                       "llmq_queue_depth_jobs" in q, q)
+                # Delayed jobs wait for a time or a provider; more pods would not make them due sooner.
+                check(f"{so['metadata']['name']}: does not scale on delayed jobs", "llmq_queue_delayed" not in q, q)
                 m = re.search(r'mode="([^"]+)"', q)
                 check(f"{so['metadata']['name']}: queries the mode its Deployment serves", m is not None and m.group(1) in modes,
                       f"query {q}, modes {sorted(modes)}")

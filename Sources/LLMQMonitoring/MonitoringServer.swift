@@ -57,6 +57,9 @@ public struct MonitoringServer: Service {
             configuration: .init(address: .hostname(host, port: port), serverName: "llmq"),
             onServerRunning: { [logger, onReady] channel in
                 let bound = channel.localAddress?.port ?? port
+                // SwiftNIO opens the listening socket without close-on-exec; a crash
+                // backtracer started by the runtime would inherit it and hold the port.
+                ProcessSetup.markDescriptorsCloseOnExec()
                 logger.info("serving /metrics, /healthz and /readyz", metadata: ["address": "\(host):\(bound)"])
                 await onReady(bound)
             },
@@ -81,7 +84,7 @@ public struct MonitoringServer: Service {
             throw .configuration("http_host \(host) is not an address of this machine; use 0.0.0.0, 127.0.0.1 or one of its addresses")
         }
         defer { freeaddrinfo(list) }
-        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), first.pointee.ai_protocol)
         guard fd >= 0 else { return }
         defer { close(fd) }
         var one: Int32 = 1

@@ -19,14 +19,15 @@ struct DevCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Port of the simulated provider (default: a free one).")
     var simPort: Int = 0
 
-    @Option(name: .long, help: "Working folder for redis-server and the generated configuration.")
+    @Option(name: .long, help: "Working folder for redis-server and the generated configuration (default: a new private folder in $TMPDIR).")
     var dir: String?
 
     func run() async throws {
         LogSetup.bootstrap(level: "notice", format: "text")
         let logger = Logger(label: "llmq.dev")
-        let work = dir ?? NSTemporaryDirectory() + "llmq-dev-\(getpid())"
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        ProcessSetup.prepare(logger: logger)
+        // Kept afterwards: the redis-server log and the configuration are worth reading after a session.
+        let work = try dir.map { try PrivateDirectory(claiming: $0).path } ?? PrivateDirectory(name: "llmq-dev-\(getpid())").path
         let redis = try LocalRedis(directory: work, port: redisPort)
         say("redis-server   \(redis.urlString)  (private, data in \(work))")
 

@@ -26,12 +26,13 @@ struct FarmCommand: AsyncParsableCommand {
         LogSetup.bootstrap(level: config.logLevel, format: config.logFormat)
         if config.httpPort > 0 { try MonitoringServer.checkPort(host: config.httpHost, port: config.httpPort) }
         let logger = Logger(label: "llmq.farm")
+        ProcessSetup.prepare(logger: logger)
         let registry = TelemetrySetup.bootstrapMetrics()
         let readiness = Readiness()
         // Each worker rewrites its metrics into this folder every second; /metrics merges them.
-        let metricsDir = NSTemporaryDirectory() + "llmq-farm-\(getpid())"
-        try FileManager.default.createDirectory(atPath: metricsDir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: metricsDir) }
+        let folder = try PrivateDirectory(name: "llmq-farm-\(getpid())")
+        defer { folder.remove() }
+        let metricsDir = folder.path
         FarmMetrics.primeWorkerRestarts(slots: config.workers)
 
         let supervisor = Supervisor(

@@ -5,7 +5,7 @@ import LLMQ
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Show queue depths, live workers with their load and heartbeat age, jobs in flight, and dead letters.")
+        abstract: "Show queue depths, delayed jobs, live workers with their load and heartbeat age, jobs in flight, and dead letters.")
 
     @OptionGroup var client: ClientOptions
 
@@ -66,7 +66,13 @@ enum StatsView {
     static func text(_ s: FarmInspector.Snapshot, url: RedisURL, keys: Keys) -> String {
         let time = DateFormatter.localizedString(from: Date(timeIntervalSince1970: s.at), dateStyle: .none, timeStyle: .medium)
         var out = "llmq farm at \(url), prefix \(keys.prefix), \(time)\n\n"
-        out += table(["MODE", "PENDING", "IN-FLIGHT", "DEAD"], s.modes.map { [$0.mode, "\($0.pending)", "\($0.inflight)", "\($0.dead)"] }, right: [1, 2, 3])
+        out += table(["MODE", "PENDING", "IN-FLIGHT", "DELAYED", "DUE", "NEXT DUE", "DEAD"], s.modes.map { m in
+            [m.mode, "\(m.pending)", "\(m.inflight)", "\(m.delayed)", "\(m.delayedDue)",
+             m.nextDueIn.map { $0 <= 0 ? "now" : "in " + duration($0) } ?? "-", "\(m.dead)"]
+        }, right: [1, 2, 3, 4, 6])
+        if s.delayedTotal > 0 {
+            out += "  (delayed: waiting in Redis for a retry backoff, a provider cooldown or not_before; due ones go back to the queue)\n"
+        }
         let live = s.workers.filter { ($0.heartbeatAge ?? .infinity) <= 5 }.count
         out += "\nWORKERS: \(live) live\(s.workers.count > live ? ", \(s.workers.count - live) lost (jobs return when reaped)" : "")\n"
         if !s.workers.isEmpty {
@@ -88,7 +94,13 @@ enum StatsView {
     static func json(_ s: FarmInspector.Snapshot, keys: Keys) -> JSONValue {
         .object([
             "at": .double(s.at), "prefix": .string(keys.prefix),
-            "modes": .array(s.modes.map { ["mode": .string($0.mode), "pending": .int($0.pending), "inflight": .int($0.inflight), "dead": .int($0.dead)] }),
+            "modes": .array(s.modes.map { m in
+                [
+                    "mode": .string(m.mode), "pending": .int(m.pending), "inflight": .int(m.inflight), "dead": .int(m.dead),
+                    "delayed": .int(m.delayed), "delayed_due": .int(m.delayedDue),
+                    "next_due_in_s": m.nextDueIn.map { .double(($0 * 1000).rounded() / 1000) } ?? .null,
+                ]
+            }),
             "workers": .array(s.workers.map { w in
                 .object([
                     "id": .string(w.id), "host": .string(w.host), "pid": w.pid.map { .int($0) } ?? .null, "state": .string(w.state),
@@ -102,7 +114,7 @@ enum StatsView {
             "inflight_jobs": .array(s.inflightJobs.map {
                 ["mode": .string($0.mode), "worker": .string($0.worker), "id": .string($0.id), "model": .string($0.model), "attempt": .int($0.attempts + 1)]
             }),
-            "inflight_total": .int(s.inflightTotal), "dead_total": .int(s.deadTotal),
+            "inflight_total": .int(s.inflightTotal), "dead_total": .int(s.deadTotal), "delayed_total": .int(s.delayedTotal),
         ])
     }
 

@@ -28,6 +28,7 @@ struct WorkerCommand: AsyncParsableCommand {
         LogSetup.bootstrap(level: config.logLevel, format: config.logFormat)
         if let httpPort, httpPort > 0 { try MonitoringServer.checkPort(host: config.httpHost, port: httpPort) }
         let logger = Logger(label: "llmq.worker")
+        ProcessSetup.prepare(logger: logger)
         let workerID = id ?? Worker.defaultID(slot: slot)
         let registry = TelemetrySetup.bootstrapMetrics()
         let exporter = TelemetrySetup.bootstrapTracing(config.tracing, worker: workerID, logger: logger)
@@ -53,6 +54,10 @@ struct WorkerCommand: AsyncParsableCommand {
         // A worker that stops by itself (`llmq drain`) shuts the rest down gracefully too.
         services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
         services.append(.init(service: DrainWatch(readiness: readiness)))
+        // Under a supervisor that dies without draining it (SIGKILL, OOM), the worker drains itself.
+        if let watch = SupervisorWatch.fromEnvironment(logger: logger) {
+            services.append(.init(service: watch, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

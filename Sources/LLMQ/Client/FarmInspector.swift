@@ -21,6 +21,12 @@ public final class FarmInspector {
         public var pending: Int
         public var inflight: Int
         public var dead: Int
+        /// Jobs in the delayed set (waiting for a retry backoff, a cooldown or `not_before`).
+        public var delayed: Int = 0
+        /// Of those, the ones whose time has come: workers move them back to the queue.
+        public var delayedDue: Int = 0
+        /// Seconds until the next delayed job is due (0 or less: one is due now); nil when none waits.
+        public var nextDueIn: Double?
     }
 
     public struct WorkerStatus: Sendable {
@@ -54,10 +60,11 @@ public final class FarmInspector {
         public var inflightJobs: [InflightJob]
         public var inflightTotal: Int
         public var deadTotal: Int { modes.reduce(0) { $0 + $1.dead } }
+        public var delayedTotal: Int { modes.reduce(0) { $0 + $1.delayed } }
     }
 
     /// Modes worth looking at: the ones given, the protocol's three, those live
-    /// workers serve, and those with a queue or dead list in Redis.
+    /// workers serve, and those with a queue, delayed set or dead list in Redis.
     public func modes(including given: [String] = []) throws(LLMQError) -> [String] {
         var found = Set(given + ["chat", "complete", "embed"])
         for w in try workerIDs() {
@@ -68,11 +75,11 @@ public final class FarmInspector {
         // Bounded: a Redis holding millions of request keys is not walked in full.
         var cursor = "0"
         for _ in 0..<50 {
-            let r = try connection.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][ea]*", "COUNT", "2000"])
+            let r = try connection.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][eal]*", "COUNT", "2000"])
             guard let parts = r.array, parts.count == 2 else { break }
             for k in parts[1].array ?? [] {
                 guard let key = k.string else { continue }
-                for suffix in ["}:queue", "}:dead"] where key.hasSuffix(suffix) {
+                for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
                     let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
                     if Job.isValidID(String(inner)) { found.insert(String(inner)) }
                 }
@@ -109,6 +116,14 @@ public final class FarmInspector {
         for mode in modes {
             let pending = try connection.command(["LLEN", keys.queue(mode)]).integer ?? 0
             let dead = try connection.command(["LLEN", keys.dead(mode)]).integer ?? 0
+            let delayed = try connection.command(["ZCARD", keys.delayed(mode)]).integer ?? 0
+            var due = 0
+            var nextDueIn: Double?
+            if delayed > 0 {
+                due = try connection.command(["ZCOUNT", keys.delayed(mode), "-inf", String(Int64(now * 1000))]).integer ?? 0
+                let first = try connection.command(["ZRANGE", keys.delayed(mode), "0", "0", "WITHSCORES"]).array ?? []
+                if first.count == 2, let ms = first[1].string.flatMap(Double.init) { nextDueIn = ms / 1000 - now }
+            }
             var inflight = 0
             for i in workers.indices {
                 let key = keys.inflight(mode, worker: workers[i].id)
@@ -126,7 +141,8 @@ public final class FarmInspector {
                 }
             }
             inflightTotal += inflight
-            statuses.append(ModeStatus(mode: mode, pending: pending, inflight: inflight, dead: dead))
+            statuses.append(ModeStatus(mode: mode, pending: pending, inflight: inflight, dead: dead,
+                                       delayed: delayed, delayedDue: due, nextDueIn: nextDueIn))
         }
         return Snapshot(at: now, modes: statuses, workers: workers, inflightJobs: jobs, inflightTotal: inflightTotal)
     }

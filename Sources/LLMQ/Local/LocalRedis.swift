@@ -69,7 +69,7 @@ public final class LocalRedis: Sendable {
 /// Finds a free TCP port on loopback.
 public enum FreePort {
     public static func find() throws(LLMQError) -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw LLMQError(.internal, "socket() failed") }
         defer { close(fd) }
         var addr = sockaddr_in()

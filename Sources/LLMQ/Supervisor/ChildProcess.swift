@@ -4,6 +4,11 @@ import Synchronization
 /// A process started with `posix_spawn`, with default signal dispositions and
 /// an unblocked signal mask whatever its parent had, and a thread that waits
 /// for it to exit.
+///
+/// The child gets standard input, output and error and no other descriptor of
+/// this process: libraries here (SwiftNIO, hiredis, libcurl) open sockets
+/// without close-on-exec, and a child that kept the farm's listening socket
+/// would hold its port for as long as the child (or anything it starts) lives.
 public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let arguments: [String]
@@ -37,6 +42,11 @@ public final class ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let stdout { posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
         if let stderr { posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
+        if let closeFrom = Self.addCloseFrom {
+            _ = closeFrom(&actions, 3)
+        } else {
+            ProcessSetup.markDescriptorsCloseOnExec()
+        }
 
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0)=\($1)" }
         var cargv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
@@ -64,6 +74,15 @@ public final class ChildProcess: Sendable {
         }
         t.name = "llmq-wait-\(pid)"
         t.start()
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    /// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`, which Swift's
+    /// Glibc module hides (it is declared for _GNU_SOURCE only); nil on an
+    /// older libc, where every descriptor is marked close-on-exec instead.
+    private static var addCloseFrom: AddCloseFrom? {
+        dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map { unsafeBitCast($0, to: AddCloseFrom.self) }
     }
 
     public func signal(_ sig: Int32) {

@@ -13,15 +13,35 @@ public final class Supervisor: Service {
         public var executable: String
         public var restartBackoff: Double
         public var restartBackoffMax: Double
+        /// The workers' environment: this process's, with the Swift backtracer off unless `SWIFT_BACKTRACE` says otherwise.
+        public var environment: [String: String]
 
         public init(workers: Int, workerArguments: [String], executable: String = ChildProcess.currentExecutable,
-                    restartBackoff: Double = 0.5, restartBackoffMax: Double = 30) {
+                    restartBackoff: Double = 0.5, restartBackoffMax: Double = 30,
+                    environment: [String: String] = Supervisor.workerEnvironment()) {
             self.workers = workers
             self.workerArguments = workerArguments
             self.executable = executable
             self.restartBackoff = restartBackoff
             self.restartBackoffMax = restartBackoffMax
+            self.environment = environment
         }
+    }
+
+    /// `base` with `SWIFT_BACKTRACE=enable=no` unless it sets `SWIFT_BACKTRACE` itself.
+    ///
+    /// With the Swift runtime's backtracer on, a crashing worker is frozen with
+    /// its jobs while a `swift-backtrace` process symbolicates the binary for
+    /// seconds (with the worker's descriptors), and a worker sent SIGABRT or
+    /// SIGSEGV from outside prints a backtrace and goes on running instead of
+    /// dying and being restarted. Off, a crash ends the worker at once; the
+    /// runtime still writes its `Fatal error: ...` line to the log, and the
+    /// supervisor restarts the worker. Set `SWIFT_BACKTRACE` (for example
+    /// `enable=yes,interactive=no`) in the farm's environment to get backtraces.
+    public static func workerEnvironment(_ base: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+        var env = base
+        if env["SWIFT_BACKTRACE"] == nil { env["SWIFT_BACKTRACE"] = "enable=no" }
+        return env
     }
 
     let settings: Settings
@@ -68,12 +88,14 @@ public final class Supervisor: Service {
     }
 
     private func keepRunning(slot: Int) async {
+        var environment = settings.environment
+        environment[SupervisorWatch.environmentKey] = String(getpid())
         var backoff = settings.restartBackoff
         while !stopping.load(ordering: .relaxed) {
             let args = [settings.executable] + settings.workerArguments.map { $0.replacingOccurrences(of: "{slot}", with: String(slot)) }
             let child: ChildProcess
             do {
-                child = try ChildProcess(args)
+                child = try ChildProcess(args, environment: environment)
             } catch {
                 logger.error("cannot start worker \(slot): \(error.message)")
                 try? await Task.sleep(for: .seconds(backoff))

@@ -7,6 +7,12 @@ extension FarmMetrics {
         Gauge(label: "llmq_queue_oldest_age_seconds", dimensions: [("mode", mode)]).record(seconds)
     }
 
+    /// Jobs of a mode in the delayed set, and how many of them have been due for a while.
+    public static func delayed(mode: String, count: Int, overdue: Int) {
+        Gauge(label: "llmq_queue_delayed_jobs", dimensions: [("mode", mode)]).record(count)
+        Gauge(label: "llmq_queue_delayed_overdue_jobs", dimensions: [("mode", mode)]).record(overdue)
+    }
+
     public static func deadLetters(mode: String, count: Int) {
         Gauge(label: "llmq_dead_letter_jobs", dimensions: [("mode", mode)]).record(count)
     }

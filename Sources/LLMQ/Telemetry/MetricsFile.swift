@@ -47,9 +47,13 @@ public enum MetricsFiles {
     /// Files not rewritten for this long belong to workers that stopped; they are left out.
     public static let maxAge: Double = 10
 
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+    /// Writes `path.tmp` and renames it to `path`. The temporary name is
+    /// created afresh (O_EXCL, O_NOFOLLOW): whatever was left there, a stale file
+    /// or a symlink someone planted, is unlinked, never followed or written through.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let tmp = "\(path).tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw LLMQError(.internal, "open \(tmp): \(String(cString: strerror(errno)))") }
         var written = 0
         while written < bytes.count {
@@ -73,6 +77,7 @@ public enum MetricsFiles {
         for name in names {
             let path = "\(directory)/\(name)"
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                  attributes[.type] as? FileAttributeType == .typeRegular,  // attributesOfItem does not follow symlinks
                   let modified = attributes[.modificationDate] as? Date,
                   now.timeIntervalSince(modified) < maxAge,
                   let data = FileManager.default.contents(atPath: path) else { continue }

@@ -4,8 +4,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// Reads the farm's state from Redis every `interval` into gauges: pending,
-/// in-flight and dead jobs per mode, how long the job next in line has waited,
-/// live workers. It is also the readiness probe: whether Redis answered, and,
+/// in-flight, delayed (and of those, overdue) and dead jobs per mode, how long
+/// the job next in line has waited, live workers. It is also the readiness probe: whether Redis answered, and,
 /// for a worker, whether a drain was requested for it.
 ///
 /// Runs in the process that serves /metrics (the supervisor, or a worker run
@@ -17,6 +17,9 @@ public final class QueueSampler: Service, Sendable {
         public var interval: Double = 1
         /// Heartbeats older than this do not count as live (the heartbeat's own expiry).
         public var heartbeatTTL: Double = 5
+        /// A delayed job due for longer than this counts as overdue: workers move due jobs
+        /// every few moments, so only a mode nobody serves (or a stuck mover) keeps any.
+        public var overdueAfter: Double = 30
 
         public init(interval: Double = 1, heartbeatTTL: Double = 5) {
             self.interval = interval
@@ -95,12 +98,15 @@ public final class QueueSampler: Service, Sendable {
             if let score = members[i + 1].string.flatMap(Double.init), now - score <= settings.heartbeatTTL { live += 1 }
         }
         var count = 0
+        let overdueMs = String(Int64((now - settings.overdueAfter) * 1000))
         for mode in modes {
             try c.append(["LLEN", keys.queue(mode)])
             try c.append(["LLEN", keys.dead(mode)])
             try c.append(["LINDEX", keys.queue(mode), "-1"])
+            try c.append(["ZCARD", keys.delayed(mode)])
+            try c.append(["ZCOUNT", keys.delayed(mode), "-inf", overdueMs])
             for w in workers { try c.append(["LLEN", keys.inflight(mode, worker: w)]) }
-            count += 3 + workers.count
+            count += 5 + workers.count
         }
         if let worker {
             try c.append(["GET", keys.control(worker)])
@@ -129,7 +135,8 @@ public final class QueueSampler: Service, Sendable {
             } else {
                 heads[mode] = nil
             }
-            i += 3
+            FarmMetrics.delayed(mode: mode, count: replies[i + 3].integer ?? 0, overdue: replies[i + 4].integer ?? 0)
+            i += 5
             var inflight = 0
             for _ in workers {
                 inflight += replies[i].integer ?? 0
