@@ -64,11 +64,21 @@ import Testing
         try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: "o-1", model: "slow"))
         try events.wait(what: "o-1 streaming") { ($0["o-1"]?.count ?? 0) >= 3 }
 
+        // A farm killed this way cannot remove its metrics folder; the test does.
+        let folder = try Self.metricsFolder(of: workers[0])
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         kill(farm.pid, SIGKILL)
         try env.until("both orphaned workers to exit", timeout: 30) { workers.allSatisfy { !ProcessTable.isRunning($0) } }
         let ended = try events.waitForTerminal(["o-1"])
         #expect(ended["o-1"]?.last?.type == "done", "the job finished in the drain: \(ended["o-1"] ?? [])")
         #expect(env.log().components(separatedBy: "the supervisor (pid \(farm.pid)) is gone").count == 3, "\(env.log().suffix(2000))")
+    }
+
+    /// The folder of a farm's worker's `--metrics-file`.
+    static func metricsFolder(of worker: pid_t) throws -> String {
+        let args = ProcessTable.arguments(of: worker).split(separator: " ")
+        let file = try #require(args.drop { $0 != "--metrics-file" }.dropFirst().first, "no --metrics-file in \(args)")
+        return (String(file) as NSString).deletingLastPathComponent
     }
 
     /// Waits until the farm has `count` workers, none of them in `excluding`.
@@ -144,8 +154,7 @@ import Testing
         #expect(env.log().contains("open file limit raised from 256 to"), "\(env.log().prefix(2000))")
 
         #expect(try FileManager.default.contentsOfDirectory(atPath: bait).isEmpty, "the farm wrote through the planted symlink")
-        let metricsFile = try #require(ProcessTable.arguments(of: workers[0]).split(separator: " ").drop { $0 != "--metrics-file" }.dropFirst().first)
-        let folder = (String(metricsFile) as NSString).deletingLastPathComponent
+        let folder = try Self.metricsFolder(of: workers[0])
         #expect(folder.hasPrefix("\(tmp)llmq-farm-\(farm.pid)-"), "metrics folder \(folder)")
         var st = stat()
         #expect(lstat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR, "\(folder) is not a real folder")
