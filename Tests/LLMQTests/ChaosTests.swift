@@ -50,6 +50,71 @@ import Testing
         }) { _ in }.run()
     }
 
+    /// A provider in a storm (429 15%, 503 10%, cut streams 5%) with `max_attempts: 6`: waiting happens in
+    /// Redis and costs no attempt, so at least 99% of jobs end done.
+    @Test func anUpstreamStormIsAbsorbed() async throws {
+        let seed = Int.random(in: 1...1_000_000)
+        let c = try await Chaos(name: "upstream storm", jobs: Self.jobs, model: { i in
+            "sim/sim:tokens=20,delay_ms=10,fault_429=0.15,retry_after=1,fault_503=0.10,cut=0.05,after_tokens=3,seed=\(seed),key=storm-\(i)"
+        }) { _ in }
+        c.minDone = 0.99
+        try await c.run()
+    }
+
+    /// While a provider cools down, the jobs for it wait in the delayed set: the in-flight lists hold
+    /// nothing that only waits, and the workers' memory stays flat however many jobs wait.
+    @Test func aLongCooldownWithAThousandQueuedJobsHoldsNothingInWorkers() async throws {
+        let waiting = Self.full ? 1000 : 300
+        let cooldown = Self.full ? 30 : 8
+        let env = try TestEnvironment("cooldown-storm")
+        let config = try env.writeConfig(
+            workers: 2, modes: ["chat": 8],
+            providers: "  cool: {kind: sim, base_url: \"\(env.simURL)\", timeout_s: 30, cooldown_s: \(cooldown), cooldown_max_s: 120}\n")
+        let farm = try env.start(["farm", "--config", config])
+        let redis = try env.client()
+        try env.until("two workers running") { TestEnvironment.children(of: farm.pid).count == 2 }
+        let q = env.key("{chat}:queue")
+        // Warm the workers up, then measure them.
+        for i in 0..<20 { try redis.run("LPUSH", q, TestEnvironment.chatJob(id: "warm-\(i)", model: "cool/sim:tokens=3")) }
+        try env.until("the warm-up done") { try (0..<20).allSatisfy { try redis.run("EXISTS", env.key("{warm-\($0)}:result")) == .int(1) } }
+        let before = TestEnvironment.children(of: farm.pid).compactMap(HostileJobFuzzTests.rss).reduce(0, +)
+        try redis.run("LPUSH", q, TestEnvironment.chatJob(
+            id: "trigger", model: "cool/sim:fault=429,retry_after=\(cooldown),fail_times=1,key=trigger-\(env.prefix),tokens=3"))
+        try env.until("the provider cooling down") { (try redis.run("PTTL", env.key("cooldown:cool")).int ?? -2) > 0 }
+        let ids = (0..<waiting).map { "cw-\($0)" }
+        for id in ids { try redis.run("LPUSH", q, TestEnvironment.chatJob(id: id, model: "cool/sim:tokens=3", extra: #","max_attempts":1"#)) }
+        // A worker learns of the other's cooldown within its board's refresh (200 ms): the few jobs it took
+        // before may run; every other one waits in the delayed set.
+        try env.until("every job waiting in the delayed set or done", timeout: 20) {
+            let finished = try ids.filter { try redis.run("EXISTS", env.key("{\($0)}:result")) == .int(1) }.count
+            return try redis.run("LLEN", q).int == 0 && (redis.run("ZCARD", env.key("{chat}:delayed")).int ?? 0) + finished >= waiting
+        }
+        #expect(try redis.run("ZCARD", env.key("{chat}:delayed")).int ?? 0 >= waiting * 9 / 10)
+        // Sample while the cooldown lasts: nothing in flight, memory flat.
+        var samples = 0
+        var inflightSeen = 0
+        var rssPeak = 0
+        while (try redis.run("PTTL", env.key("cooldown:cool")).int ?? -2) > 500 && samples < 400 {
+            for k in try redis.run("KEYS", env.key("{chat}:inflight:*")).array ?? [] { inflightSeen += try redis.run("LLEN", k.string!).int ?? 0 }
+            rssPeak = max(rssPeak, TestEnvironment.children(of: farm.pid).compactMap(HostileJobFuzzTests.rss).reduce(0, +))
+            samples += 1
+            usleep(50_000)
+        }
+        #expect(samples > 5, "the cooldown ended before it could be sampled")
+        #expect(inflightSeen == 0, "jobs that only wait for a cooldown sat in workers' in-flight lists")
+        #expect(Double(rssPeak) <= Double(before) * 1.2 + 4096, "worker RSS grew from \(before) KiB to \(rssPeak) KiB while jobs waited")
+        let t0 = Date()
+        try env.until("every waiting job done", timeout: Double(cooldown) + 60) {
+            try ids.allSatisfy { try redis.run("EXISTS", env.key("{\($0)}:result")) == .int(1) }
+        }
+        var done = 0
+        for id in ids where (try redis.run("GET", env.key("{\(id)}:result")).string ?? "").contains(#""status":"done""#) { done += 1 }
+        #expect(done == waiting, "waiting for a cooldown is not an attempt: every single-attempt job must end done")
+        ChaosReport.add("<!-- cooldown: \(waiting) jobs waited \(cooldown) s, in-flight samples \(inflightSeen), RSS \(before) -> \(rssPeak) KiB, drained in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s -->")
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0)
+    }
+
     @Test func aFloodOfHostileJobsMixedWithGoodOnes() async throws {
         try await Chaos(name: "hostile flood", jobs: Self.jobs, hostile: Self.full ? 300 : 40) { _ in }.run()
     }
@@ -80,6 +145,8 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
     let hostileCount: Int
     let model: (Int) -> String
     let disrupt: (Chaos) async throws -> Void
+    /// The share of jobs that must end `done` (the rest may end with an error).
+    var minDone = 0.0
     var disruptions = 0
     let run = UUID().uuidString.prefix(6).lowercased()
     private let sampler = SamplerState()
@@ -170,6 +237,11 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
         let dead = try r.run("LLEN", env.key("{chat}:dead")).int ?? -1
         let hostileDead = hostileCount
         let held = sampler.doubleHeld
+        var done = 0
+        for i in 0..<jobCount {
+            let result = try r.run("GET", env.key("{\(id(i))}:result")).string ?? ""
+            if result.contains(#""status":"done""#) { done += 1 }
+        }
         let seconds = Date().timeIntervalSince(t0)
         farm.signal(SIGTERM)
         _ = try? await env.waitExit(farm, timeout: 30)
@@ -183,6 +255,8 @@ final class Chaos: @unchecked Sendable {  // used by one test task, plus the sam
         #expect(zero.isEmpty, "\(name): \(zero.count) jobs never ended: \(zero.prefix(5)); farm log tail: \(env.log().suffix(1500))")
         #expect(doubled.isEmpty, "\(name): jobs with two terminal events: \(doubled.prefix(5))")
         #expect(held == 0, "\(name): \(held) samples saw a job held by two workers")
+        #expect(Double(done) >= minDone * Double(jobCount), "\(name): only \(done) of \(jobCount) jobs ended done")
+        if minDone > 0 { ChaosReport.add("<!-- \(name): \(done) of \(jobCount) done -->") }
         if hostileCount > 0 {
             #expect(dead >= hostileDead, "\(name): \(dead) dead-lettered, expected at least the \(hostileDead) hostile jobs")
             #expect(!env.log().contains("died ("), "\(name): a worker crashed on hostile input: \(env.log().suffix(2000))")

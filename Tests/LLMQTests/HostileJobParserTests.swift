@@ -150,9 +150,9 @@ import Testing
     @Test func oversizedJobsAreAnsweredFromTheirFirst4KiB() throws {
         let small = JobParser(maxBytes: 4096)
         let big = #"{"id":"big-1","model":"m","prompt":""# + String(repeating: "x", count: 2_000_000) + #""}"#
-        let r = try #require({ () -> JobRejection? in
-            do { _ = try small.parse(Array(big.utf8), mode: "complete"); return nil } catch { return error }
-        }())
+        var rejection: JobRejection?
+        do { _ = try small.parse(Array(big.utf8), mode: "complete") } catch { rejection = error }
+        let r = try #require(rejection)
         #expect(r.id == "big-1")
         #expect(r.error.message.contains("2000038 bytes") && r.error.message.contains("limit of 4096 bytes"), "\(r.error.message)")
         // An id beyond the first 4 KiB is not looked for.
@@ -252,7 +252,7 @@ import Testing
             DeadLetter.entry(raw: [0xFF, 0x00], id: nil, error: .invalidJob("bad"), attempt: 1, worker: "w", now: 1_700_000_000),
             DeadLetter.entry(raw: [UInt8](repeating: 0x22, count: 40_000), id: nil, error: .invalidJob("bad"), attempt: 1, worker: "w", now: 1_700_000_000),
         ].map { String(decoding: $0, as: UTF8.self) }
-        try SchemaCheck.validate("dead", lines.joined(separator: "\n"))
+        try SchemaCheck.validate("dead", lines)
     }
 }
 
