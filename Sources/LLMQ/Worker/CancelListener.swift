@@ -18,10 +18,9 @@ public final class CancelListener: Sendable {
         self.onCancel = onCancel
     }
 
-    public func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "llmq-cancel"
-        t.start()
+    /// Listens until the task is cancelled (a drain still takes cancellations).
+    public func run() async {
+        await runOnThread(named: "llmq-cancel", untilShutdown: false, loop: { self.loop() }, stop: { self.stop() })
     }
 
     public func stop() { stopping.store(true, ordering: .relaxed) }

@@ -28,8 +28,6 @@ public final class Heartbeat: Sendable {
     let logger: Logger
     private let state = Mutex<String>("running")
     private let stopping = Atomic<Bool>(false)
-    private let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
-    private let finished = Atomic<Bool>(false)
 
     public init(id: String, keys: Keys, url: RedisURL, modes: [String], settings: Settings, reaper: Reaper, logger: Logger,
                 load: @escaping @Sendable () -> [String: Int], onDrainRequest: @escaping @Sendable () -> Void = {},
@@ -49,27 +47,10 @@ public final class Heartbeat: Sendable {
 
     public func setState(_ s: String) { state.withLock { $0 = s } }
 
-    public func start() {
-        let t = Thread { [self] in
-            self.loop()
-            self.finished.store(true, ordering: .sequentiallyConsistent)
-            self.done.withLock { c in c?.resume(); c = nil }
-        }
-        t.name = "llmq-heartbeat"
-        t.start()
-    }
-
-    /// Deregisters this worker and stops the thread.
-    public func stop() async {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let already = done.withLock { d -> Bool in
-                if finished.load(ordering: .sequentiallyConsistent) { return true }
-                d = c
-                return false
-            }
-            if already { c.resume() }
-        }
+    /// Beats until the task is cancelled, then deregisters the worker.
+    public func run() async {
+        await runOnThread(named: "llmq-heartbeat", untilShutdown: false, loop: { self.loop() },
+                          stop: { self.stopping.store(true, ordering: .sequentiallyConsistent) })
     }
 
     private func loop() {

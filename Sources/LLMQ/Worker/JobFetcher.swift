@@ -40,13 +40,9 @@ public final class JobFetcher: Sendable {
         self.logger = logger
     }
 
-    public func start() {
-        let t = Thread { [self] in
-            self.loop()
-            self.onExit()
-        }
-        t.name = "llmq-fetch-\(mode)"
-        t.start()
+    /// Fetches until stopped: by `stop` (a drain) or the service group's graceful shutdown.
+    public func run() async {
+        await runOnThread(named: "llmq-fetch-\(mode)", loop: { self.loop(); self.onExit() }, stop: { self.stop() })
     }
 
     /// Stops taking jobs; the thread ends within `blockSeconds`.

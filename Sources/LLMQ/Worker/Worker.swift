@@ -104,18 +104,20 @@ public final class Worker: Service {
             load: { held.withLock { $0 } }, onDrainRequest: { startDrain("asked through Redis") },
             lease: lease, onLapse: { publisher.discardPending(); runner.fence(olderThan: lease.epoch) })
         stateBox.withLock { $0 = heartbeat }
-        heartbeat.start()
         let watchdog = LeaseWatchdog(lease: lease, onFence: fence)
         let cancels = CancelListener(keys: keys, url: url, logger: logger) { id in runner.cancel(id: id) }
-        cancels.start()
-        fetchers.forEach { $0.start() }
         logger.info("worker started", metadata: [
             "redis": "\(url)", "modes": "\(modes.map { "\($0)=\(config.modes[$0]!.concurrency)" }.joined(separator: ","))",
         ])
 
+        // The worker is a composition: the parts a drain still needs run until the jobs ended;
+        // the fetchers stop first (a drain, a signal), and the engine and publisher flush last.
         await withDiscardingTaskGroup { services in
+            services.addTask { await heartbeat.run() }
+            services.addTask { await cancels.run() }
             services.addTask { await promoter.run() }
             services.addTask { await watchdog.run() }
+            for f in fetchers { services.addTask { await f.run() } }
             await withGracefulShutdownHandler {
                 await withDiscardingTaskGroup { group in
                     for await (job, epoch, cancelled) in jobs {
@@ -137,14 +139,11 @@ public final class Worker: Service {
                 logger.notice("drained; idle until stopped")
                 try? await gracefulShutdown()
             }
-            promoter.stop()
-            watchdog.stop()
+            services.cancelAll()
         }
         drainTimer.withLock { $0?.cancel() }
         await engine.shutdown()
         await publisher.shutdown()
-        await heartbeat.stop()
-        cancels.stop()
         logger.info("worker stopped")
     }
 
