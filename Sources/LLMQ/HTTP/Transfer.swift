@@ -95,7 +95,7 @@ final class Transfer: @unchecked Sendable {
                 sawBody = true
                 // No Accept-Encoding goes out, so a compressed answer is one nobody asked for
                 // (and possibly a bomb): refused rather than inflated.
-                if let enc = result.headers["content-encoding"], !enc.isEmpty, enc.lowercased() != "identity" {
+                if let enc = result.headers["content-encoding"]?.lowercased(), !["", "identity", "none"].contains(enc) {
                     result.aborted = .compressedBody
                     return false
                 }
