@@ -226,6 +226,81 @@ import Testing
     }
 }
 
+/// A loopback server that answers one connection with canned bytes, for what the sim cannot
+/// send (endless headers). It answers on its own thread and closes after writing.
+final class CannedServer: @unchecked Sendable {  // fd and port are set before the thread starts, then only read
+    let port: Int
+    private let fd: Int32
+
+    init(response: [UInt8]) throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, len) == 0 && listen(sock, 4) == 0 && getsockname(sock, $0, &len) == 0 }
+        }
+        guard bound else {
+            close(sock)
+            throw TestFailure("cannot listen on loopback: errno \(errno)")
+        }
+        fd = sock
+        port = Int(UInt16(bigEndian: addr.sin_port))
+        let listener = sock
+        Thread {
+            let c = accept(listener, nil, nil)
+            guard c >= 0 else { return }
+            var buf = [UInt8](repeating: 0, count: 65536)
+            _ = read(c, &buf, buf.count)  // the request; its content does not matter
+            var sent = 0
+            while sent < response.count {
+                let n = response[sent...].withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                sent += n
+            }
+            close(c)
+        }.start()
+    }
+
+    deinit { close(fd) }
+}
+
+@Suite struct HostileHTTPTests {
+    @Test func endlessResponseHeadersAreCut() throws {
+        var response = Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n".utf8)
+        for i in 0..<20_000 { response += Array("X-Pad-\(i): \(String(repeating: "h", count: 40))\r\n".utf8) }
+        response += Array("\r\ndata: [DONE]\n\n".utf8)
+        let server = try CannedServer(response: response)
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(server.port)/", body: Array("{}".utf8), timeout: 10))
+        #expect(r.aborted == .headerLimit, "\(r)")
+        #expect(r.headers.count < 20_000)
+        let e = Fixture.provider(.openai).error(for: r)
+        #expect(e.code == .upstreamError && e.message.contains("KiB of response headers"), "\(e)")
+    }
+
+    @Test func aCompressedBodyIsRefusedAtItsFirstByte() throws {
+        let gz: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff] + [UInt8](repeating: 0, count: 4096)
+        let response = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: \(gz.count)\r\n\r\n".utf8) + gz
+        let server = try CannedServer(response: response)
+        final class Count: StreamDecoder {
+            var bytes = 0
+            func consume(_ b: UnsafeBufferPointer<UInt8>) -> Bool { bytes += b.count; return true }
+            func finish() {}
+        }
+        let seen = Count()
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(server.port)/", body: Array("{}".utf8), timeout: 10), decoder: seen)
+        #expect(r.aborted == .compressedBody && seen.bytes == 0, "\(r)")
+        #expect(r.transportFailure == nil, "an abort by llmq is not a transport failure")
+    }
+
+    @Test func aRefusedConnectionIsUnreachable() throws {
+        let port = try FreePort.find()
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(port)/", timeout: 5, connectTimeout: 2))
+        #expect(r.transportFailure == .unreachable && !r.completed, "\(r)")
+    }
+}
+
 /// Hostile upstreams served by `llmq sim` to a live farm (redis-server, `llmq farm` with two
 /// workers): every job ends with a clear terminal event, and no worker dies.
 @Suite(.serialized) struct HostileProviderFarmTests {
