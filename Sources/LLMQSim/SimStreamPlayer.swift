@@ -108,6 +108,8 @@ struct SimStreamPlayer: Sendable {
                 for _ in 0..<times {
                     try Task.checkCancellation()
                     try await writer.write(buffer)
+                    // A flood to a fast reader never waits on its own; other streams get their turn.
+                    await Task.yield()
                 }
             case .gzipBomb:
                 return  // answered before any body was played

@@ -226,6 +226,81 @@ import Testing
     }
 }
 
+/// A loopback server that answers one connection with canned bytes, for what the sim cannot
+/// send (endless headers). It answers on its own thread and closes after writing.
+final class CannedServer: @unchecked Sendable {  // fd and port are set before the thread starts, then only read
+    let port: Int
+    private let fd: Int32
+
+    init(response: [UInt8]) throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, len) == 0 && listen(sock, 4) == 0 && getsockname(sock, $0, &len) == 0 }
+        }
+        guard bound else {
+            close(sock)
+            throw TestFailure("cannot listen on loopback: errno \(errno)")
+        }
+        fd = sock
+        port = Int(UInt16(bigEndian: addr.sin_port))
+        let listener = sock
+        Thread {
+            let c = accept(listener, nil, nil)
+            guard c >= 0 else { return }
+            var buf = [UInt8](repeating: 0, count: 65536)
+            _ = read(c, &buf, buf.count)  // the request; its content does not matter
+            var sent = 0
+            while sent < response.count {
+                let n = response[sent...].withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                sent += n
+            }
+            close(c)
+        }.start()
+    }
+
+    deinit { close(fd) }
+}
+
+@Suite struct HostileHTTPTests {
+    @Test func endlessResponseHeadersAreCut() throws {
+        var response = Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n".utf8)
+        for i in 0..<20_000 { response += Array("X-Pad-\(i): \(String(repeating: "h", count: 40))\r\n".utf8) }
+        response += Array("\r\ndata: [DONE]\n\n".utf8)
+        let server = try CannedServer(response: response)
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(server.port)/", body: Array("{}".utf8), timeout: 10))
+        #expect(r.aborted == .headerLimit, "\(r)")
+        #expect(r.headers.count < 20_000)
+        let e = Fixture.provider(.openai).error(for: r)
+        #expect(e.code == .upstreamError && e.message.contains("KiB of response headers"), "\(e)")
+    }
+
+    @Test func aCompressedBodyIsRefusedAtItsFirstByte() throws {
+        let gz: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff] + [UInt8](repeating: 0, count: 4096)
+        let response = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: \(gz.count)\r\n\r\n".utf8) + gz
+        let server = try CannedServer(response: response)
+        final class Count: StreamDecoder {
+            var bytes = 0
+            func consume(_ b: UnsafeBufferPointer<UInt8>) -> Bool { bytes += b.count; return true }
+            func finish() {}
+        }
+        let seen = Count()
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(server.port)/", body: Array("{}".utf8), timeout: 10), decoder: seen)
+        #expect(r.aborted == .compressedBody && seen.bytes == 0, "\(r)")
+        #expect(r.transportFailure == nil, "an abort by llmq is not a transport failure")
+    }
+
+    @Test func aRefusedConnectionIsUnreachable() throws {
+        let port = try FreePort.find()
+        let r = BlockingHTTPClient().perform(HTTPRequest(url: "http://127.0.0.1:\(port)/", timeout: 5, connectTimeout: 2))
+        #expect(r.transportFailure == .unreachable && !r.completed, "\(r)")
+    }
+}
+
 /// Hostile upstreams served by `llmq sim` to a live farm (redis-server, `llmq farm` with two
 /// workers): every job ends with a clear terminal event, and no worker dies.
 @Suite(.serialized) struct HostileProviderFarmTests {
@@ -248,34 +323,34 @@ import Testing
     static let cases: [Case] = {
         let max = Usage.maxCount
         var c: [Case] = [
-            Case(id: "ok", model: "sim/sim:tokens=3", ends: "done"),
-            Case(id: "usage-1e300", model: "sim/sim:tokens=3,fault=bad_usage,number=1e300", ends: "done", usage: max),
-            Case(id: "usage-neg", model: "sim/sim:tokens=3,fault=bad_usage,number=-1", ends: "done", usage: 0),
-            Case(id: "usage-2p64", model: "sim/sim:tokens=3,fault=bad_usage,number=2^64", ends: "done", usage: max),
+            Case(id: "ok", model: "hsim/sim:tokens=3", ends: "done"),
+            Case(id: "usage-1e300", model: "hsim/sim:tokens=3,fault=bad_usage,number=1e300", ends: "done", usage: max),
+            Case(id: "usage-neg", model: "hsim/sim:tokens=3,fault=bad_usage,number=-1", ends: "done", usage: 0),
+            Case(id: "usage-2p64", model: "hsim/sim:tokens=3,fault=bad_usage,number=2^64", ends: "done", usage: max),
             Case(id: "usage-gemini", model: "gemini/sim:tokens=3,fault=bad_usage,number=-2^63", ends: "done", usage: 0),
             Case(id: "usage-anthropic", model: "anthropic/sim:tokens=3,fault=bad_usage,number=1e300", ends: "done", usage: max),
             Case(id: "usage-ollama", model: "ollama/sim:tokens=3,fault=bad_usage,number=2^63", ends: "done", usage: max),
-            Case(id: "index-openai", model: "sim/sim:tool=get_weather,fault=bad_index,number=-1", tools: true, ends: "upstream_error", says: "index -1"),
+            Case(id: "index-openai", model: "hsim/sim:tool=get_weather,fault=bad_index,number=-1", tools: true, ends: "upstream_error", says: "index -1"),
             Case(id: "index-anthropic", model: "anthropic/sim:tool=get_weather,fault=bad_index,number=1e300", tools: true, ends: "upstream_error", says: "index 1e300"),
             Case(id: "index-cohere", model: "cohere/sim:tool=get_weather,fault=bad_index,number=2^64", tools: true, ends: "upstream_error", says: "index"),
-            Case(id: "index-embed", mode: "embed", model: "sim/sim:fault=bad_index,number=2^64", ends: "upstream_error", says: "embedding index"),
-            Case(id: "line-openai", model: "sim/sim:fault=endless_line", ends: "upstream_error", says: "SSE line longer than 1 MiB"),
+            Case(id: "index-embed", mode: "embed", model: "hsim/sim:fault=bad_index,number=2^64", ends: "upstream_error", says: "embedding index"),
+            Case(id: "line-openai", model: "hsim/sim:fault=endless_line", ends: "upstream_error", says: "SSE line longer than 1 MiB"),
             Case(id: "line-ollama", model: "ollama/sim:fault=endless_line", ends: "upstream_error", says: "NDJSON line longer than 1 MiB"),
             Case(id: "line-gemini", model: "gemini/sim:fault=endless_line", ends: "upstream_error", says: "SSE line longer than 1 MiB"),
-            Case(id: "data-openai", model: "sim/sim:fault=endless_data", ends: "upstream_error", says: "data ran past 1 MiB"),
+            Case(id: "data-openai", model: "hsim/sim:fault=endless_data", ends: "upstream_error", says: "data ran past 1 MiB"),
             Case(id: "data-anthropic", model: "anthropic/sim:fault=endless_data", ends: "upstream_error", says: "data ran past 1 MiB"),
-            Case(id: "args-openai", model: "sim/sim:tool=get_weather,fault=endless_args", tools: true, ends: "upstream_error", says: "max_output_bytes"),
+            Case(id: "args-openai", model: "hsim/sim:tool=get_weather,fault=endless_args", tools: true, ends: "upstream_error", says: "max_output_bytes"),
             Case(id: "args-cohere", model: "cohere/sim:tool=get_weather,fault=endless_args", tools: true, ends: "upstream_error", says: "max_output_bytes"),
             Case(id: "args-gemini", model: "gemini/sim:tool=get_weather,fault=endless_args", tools: true, ends: "upstream_error", says: "tool calls"),
-            Case(id: "text-endless", model: "sim/sim:fault=endless_args", ends: "upstream_error", says: "max_output_bytes"),
-            Case(id: "gzip-openai", model: "sim/sim:fault=gzip_bomb", ends: "upstream_error", says: "Content-Encoding: gzip"),
+            Case(id: "text-endless", model: "hsim/sim:fault=endless_args", ends: "upstream_error", says: "max_output_bytes"),
+            Case(id: "gzip-openai", model: "hsim/sim:fault=gzip_bomb", ends: "upstream_error", says: "Content-Encoding: gzip"),
             Case(id: "gzip-anthropic", model: "anthropic/sim:fault=gzip_bomb", ends: "upstream_error", says: "compressed body"),
-            Case(id: "gzip-embed", mode: "embed", model: "sim/sim:fault=gzip_bomb", ends: "upstream_error", says: "compressed body"),
-            Case(id: "truncated", model: "sim/sim:tokens=5,fault=truncate", ends: "upstream_error", says: "closed the stream"),
+            Case(id: "gzip-embed", mode: "embed", model: "hsim/sim:fault=gzip_bomb", ends: "upstream_error", says: "compressed body"),
+            Case(id: "truncated", model: "hsim/sim:tokens=5,fault=truncate", ends: "upstream_error", says: "closed the stream"),
             Case(id: "gemini-hint", model: "gemini/sim:fault=429,retry_hint=99999999999", ends: "rate_limited", says: "429"),
         ]
         for (i, hint) in ["99999999999", "nan", "inf", "-5", "1e400", "-inf"].enumerated() {
-            c.append(Case(id: "hint-\(i)", model: "sim/sim:fault=429,retry_hint=\(hint)", ends: "rate_limited", says: "429"))
+            c.append(Case(id: "hint-\(i)", model: "hsim/sim:fault=429,retry_hint=\(hint)", ends: "rate_limited", says: "429"))
         }
         return c
     }()
@@ -289,8 +364,11 @@ import Testing
     @Test func everyHostileStreamEndsWithAClearEventAndNoWorkerDies() async throws {
         let env = try TestEnvironment("hostile-providers")
         let sim = "http://127.0.0.1:\(env.simPort)"
-        let quiet = "timeout_s: 30, idle_timeout_s: 5, cooldown_s: 0, failures_before_cooldown: 0"
+        // Generous timeouts: on a loaded machine a debug sim pumping floods can be slow to
+        // answer, and a timeout here would hide the error each case is about.
+        let quiet = "timeout_s: 90, idle_timeout_s: 30, cooldown_s: 0, failures_before_cooldown: 0"
         let config = try env.writeConfig(workers: 2, extra: """
+              hsim: {kind: sim, base_url: "\(sim)/v1", \(quiet)}
               ollama: {kind: ollama, base_url: "\(sim)", \(quiet)}
               anthropic: {kind: anthropic, base_url: "\(sim)", \(quiet)}
               gemini: {kind: gemini, base_url: "\(sim)/v1beta", \(quiet)}
@@ -304,7 +382,7 @@ import Testing
         let before = Set(TestEnvironment.children(of: farm.pid))
         let redis = try env.client()
         for c in Self.cases { try redis.run("LPUSH", env.key("{\(c.mode)}:queue"), Self.job(c)) }
-        let all = try events.waitForTerminal(Self.cases.map(\.id), timeout: 120)
+        let all = try events.waitForTerminal(Self.cases.map(\.id), timeout: 240)
         for c in Self.cases {
             let evs = all[c.id] ?? []
             let terminals = evs.filter(\.isTerminal)
@@ -322,7 +400,8 @@ import Testing
             let seqs = evs.compactMap(\.seq)
             #expect(seqs == Array(0..<seqs.count), "\(c.id): gapless seq: \(seqs)")
         }
-        try SchemaCheck.validate("event", Self.cases.flatMap { all[$0.id] ?? [] }.map(\.raw))
+        // The endless cases wrote thousands of chunks; their first lines and their ends are what is new here.
+        try SchemaCheck.validate("event", Self.cases.flatMap { c in (all[c.id] ?? []).prefix(20) + (all[c.id] ?? []).filter(\.isTerminal) }.map(\.raw))
         let after = Set(TestEnvironment.children(of: farm.pid))
         #expect(after == before, "no worker died: pids before \(before.sorted()), after \(after.sorted())")
         #expect(!env.log().contains("died ("), "the supervisor saw a worker die:\n\(env.log())")

@@ -64,14 +64,28 @@ final class Transfer: @unchecked Sendable {
     /// libcurl's code in transport terms. A socket or a resolver thread that could not be
     /// created for lack of descriptors or memory is this process's trouble, not the upstream's.
     static func failure(_ code: CURLcode, osErrno: Int) -> TransportFailure {
-        let local = [EMFILE, ENFILE, ENOMEM, ENOBUFS].contains(Int32(truncatingIfNeeded: osErrno))
+        let local = localErrnos.contains(Int32(truncatingIfNeeded: osErrno))
         switch code {
         case CURLE_OPERATION_TIMEDOUT: return .timedOut
         case CURLE_OUT_OF_MEMORY: return .localResource
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_CONNECT:
-            return local ? .localResource : .unreachable
+            // libcurl 7.88 reports a socket() that failed with EMFILE as a plain "couldn't
+            // connect", errno 0; a socket of our own tells whether descriptors ran out.
+            return local || (osErrno == 0 && socketsExhausted()) ? .localResource : .unreachable
         default: return local ? .localResource : .other
         }
+    }
+
+    static let localErrnos: Set<Int32> = [EMFILE, ENFILE, ENOMEM, ENOBUFS]
+
+    /// Whether this process cannot open a socket right now.
+    static func socketsExhausted() -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if fd >= 0 {
+            close(fd)
+            return false
+        }
+        return localErrnos.contains(errno)
     }
 
     func receive(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -82,7 +96,7 @@ final class Transfer: @unchecked Sendable {
                 sawBody = true
                 // No Accept-Encoding goes out, so a compressed answer is one nobody asked for
                 // (and possibly a bomb): refused rather than inflated.
-                if let enc = result.headers["content-encoding"], !enc.isEmpty, enc.lowercased() != "identity" {
+                if let enc = result.headers["content-encoding"]?.lowercased(), !["", "identity", "none"].contains(enc) {
                     result.aborted = .compressedBody
                     return false
                 }
