@@ -109,7 +109,7 @@ public enum ConfigLoader {
     }
 
     /// The provider keys that depend on the kind: presets, limits and the shared cooldown.
-    static func validateProvider(_ name: String, _ p: ProviderConfig, _ bad: (String, String) -> LLMQError) throws(LLMQError) {
+    static func validateProvider(_ name: String, _ p: ProviderConfig, _ bad: @escaping (String, String) -> LLMQError) throws(LLMQError) {
         let kind = ProviderKind(rawValue: p.kind)!
         let key = "providers.\(name)"
         let check = RangeCheck(bad: bad)

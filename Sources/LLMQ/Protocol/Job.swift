@@ -269,8 +269,10 @@ public struct JobParser: Sendable {
     private func number(_ v: JSONValue?, _ name: String, in range: ClosedRange<Double>, excludingLower: Bool = false, unit: String = "",
                         fail: (String) -> JobRejection) throws(JobRejection) -> Double? {
         guard let v else { return nil }
-        let lower = excludingLower ? "more than \(Self.text(range.lowerBound))" : "from \(Self.text(range.lowerBound))"
-        let what = "\(name) must be a number \(lower) to \(Self.text(range.upperBound))\(unit.isEmpty ? "" : " " + unit)"
+        let bounds = excludingLower
+            ? "greater than \(Self.text(range.lowerBound)) and at most \(Self.text(range.upperBound))"
+            : "from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound))"
+        let what = "\(name) must be a number \(bounds)\(unit.isEmpty ? "" : " " + unit)"
         guard let d = v.doubleValue, d.isFinite, range.contains(d), !(excludingLower && d == range.lowerBound) else {
             throw fail("\(what), got \(Self.shown(v))")
         }
