@@ -1,5 +1,6 @@
 import Foundation
 import LLMQ
+import LLMQTestSupport
 import Testing
 
 /// The parser's edges: numbers at and past every range, duplicate keys, control
@@ -320,5 +321,33 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: path) }
         let c = try ConfigLoader.load(path: path, environment: [:])
         #expect(c.delayedBatch == 500 && c.leaseTTLS == 12.5)
+    }
+}
+
+/// Dead entries as `llmq dead retry` sees them, on a real redis-server.
+@Suite struct DeadRetryTests {
+    @Test func retryPushesWholeJobsBackAndSkipsTruncatedOnes() throws {
+        let env = try TestEnvironment("dead-retry")
+        let keys = Keys(prefix: env.prefix)
+        let redis = try env.client()
+        let whole = Array(#"{"id":"dr-1","model":"fast","messages":[{"role":"user","content":"x"}],"attempts":2}"#.utf8)
+        let big = Array((#"{"id":"dr-2","model":"fast","prompt":""# + String(repeating: "y", count: DeadLetter.prefixBytes) + #""}"#).utf8)
+        for (raw, id) in [(whole, "dr-1"), (big, "dr-2")] {
+            let entry = DeadLetter.entry(raw: raw, id: id, error: LLMQError(.workerLost, "lost"), attempt: 3, worker: "w-0", now: 1_700_000_000)
+            _ = try redis.run(bytes: [Array("LPUSH".utf8), Array(keys.dead("chat").utf8), entry])
+        }
+        let inspector = try FarmInspector(url: env.redis.url, keys: keys)
+        let entries = try inspector.deadEntries(mode: "chat")
+        let truncated = try #require(entries.first { $0.id == "dr-2" })
+        guard case .skipped(let why) = try inspector.retry(truncated) else {
+            Issue.record("a truncated entry was pushed back")
+            return
+        }
+        #expect(why.contains("first \(DeadLetter.prefixBytes) bytes") && why.contains("\(big.count) bytes") && why.contains(SHA256.hex(big)), "\(why)")
+        #expect(try inspector.retry(#require(entries.first { $0.id == "dr-1" })) == .queued)
+        let queued = try #require(try redis.run("LRANGE", keys.queue("chat"), "0", "-1").array?.first?.string)
+        let job = try #require(try JSONValue.parse(Array(queued.utf8)).objectValue)
+        #expect(job["id"] == "dr-1" && job["attempts"] == nil, "the retried job starts over: \(queued)")
+        #expect(try redis.run("LLEN", keys.dead("chat")).int == 1)
     }
 }
