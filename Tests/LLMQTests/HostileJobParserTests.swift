@@ -90,11 +90,15 @@ import Testing
         let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         #expect(try outcome(job(",\"traceparent\":\"\(good)\"")).get().traceparent == good)
         for bad in ["\(good)\\r\\nX-Injected: 1", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0\\u0000", "hello", "",
-                    "00-00000000000000000000000000000000-b7ad6b7169203331-01"] {
+                    "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-\\r\\nX-Injected: 1",
+                    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01- x"] {
             let r = try #require(rejection(job(",\"traceparent\":\"\(bad)\"")), "accepted \(bad)")
             #expect(r.error.message.contains("traceparent") && r.id == "h-1")
         }
         #expect(rejection(job(#","traceparent":17"#)) != nil)
+        // A later version's extra fields pass when they are hex and dashes.
+        #expect(try outcome(job(#","traceparent":"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-beef""#)).get().traceparent != nil)
     }
 
     @Test func duplicateKeysAreRefused() throws {
