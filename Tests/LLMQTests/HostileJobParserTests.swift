@@ -202,6 +202,13 @@ import Testing
         #expect(int("1e300") == nil && int("-1e300") == nil && int("1e400") == nil)
         #expect(int("3e2") == 300 && int("-0") == 0 && int("2.5") == nil && int("4.0") == 4)
         #expect(int("99999999999999999999999999999999999999") == nil)
+        #expect(int("1e99999999999999999999") == nil && int("-1e-99999999999999999999") == 0)
+        #expect(int(String(repeating: "9", count: 10_000)) == nil)
+        // The same monsters as job fields: refused with the field's name, never a trap.
+        for n in ["1e99999999999999999999", String(repeating: "9", count: 10_000), "-" + String(repeating: "1", count: 400) + ".5e-3"] {
+            #expect(rejection(job(",\"timeout_s\":\(n)"))?.error.message.contains("timeout_s") == true)
+            #expect(rejection(job(",\"params\":{\"seed\":\(n)}"))?.error.message.contains("params.seed") == true)
+        }
         let v = try? JSONValue.parse(Array("[1e400,-1e400,9223372036854775808,-0]".utf8))
         #expect(v?.arrayValue?.map(\.intValue) == [nil, nil, nil, 0])
     }
