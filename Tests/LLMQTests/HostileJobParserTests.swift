@@ -13,7 +13,7 @@ import Testing
     }
 
     func outcome(_ text: String, mode: String = "chat") -> Result<Job, JobRejection> {
-        do { return .success(try parser.parse(Array(text.utf8), mode: mode)) } catch { return .failure(error) }
+        parser.outcome(Array(text.utf8), mode: mode)
     }
 
     func rejection(_ text: String) -> JobRejection? {

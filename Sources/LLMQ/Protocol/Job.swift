@@ -106,6 +106,12 @@ public struct JobParser: Sendable {
 
     public init(maxBytes: Int = 1 << 20) { self.maxBytes = maxBytes }
 
+    /// `parse` as a value, for a fetcher that parses each job once as it takes it
+    /// (for `not_before`, `deadline`, the cancel check) and hands the outcome to the runner.
+    public func outcome(_ raw: [UInt8], mode: String) -> Result<Job, JobRejection> {
+        do { return .success(try parse(raw, mode: mode)) } catch { return .failure(error) }
+    }
+
     public func parse(_ raw: [UInt8], mode: String) throws(JobRejection) -> Job {
         guard raw.count <= maxBytes else {
             throw reject(
