@@ -93,11 +93,13 @@ public struct HostileJobGenerator: Sendable {
     public let maxJobBytes: Int
     private var state: UInt64
     private var truncations = 0
+    private var edges = 0
 
     static let edgeNumbers = [
-        "-0", "-0.0", "0", "1e308", "-1e308", "1e400", "-1e400", "9223372036854775807", "9223372036854775808",
-        "-9223372036854775808", "-9223372036854775809", "18446744073709551616", "1e300", "-1e300", "-1", "-1e-300",
-        "2.5e-324", "1e11", "1e13", "123456789012345678901234567890", "0.5", "1E+2", "4.0", "1e-7", "00", "-", "1.", ".5", "+1", "0x10",
+        "1e308", "1e11", "-9223372036854775808", "1e400", "9223372036854775808", "-0", "-1", "1e20",
+        "-1e308", "-1e400", "9223372036854775807", "-9223372036854775809", "18446744073709551616", "1e300", "-1e300",
+        "-0.0", "0", "-1e-300", "2.5e-324", "1e13", "123456789012345678901234567890", "0.5", "1E+2", "4.0", "1e-7",
+        "00", "-", "1.", ".5", "+1", "0x10",
     ]
     static let wrongTypes = ["null", "true", "false", "0", "-1", "1.5", "\"\"", "\"x\"", "[]", "{}", "[null]", "{\"a\":[]}", "\"fz\"", "[\"a\"]"]
     static let controlInserts: [[UInt8]] = [
@@ -169,8 +171,18 @@ public struct HostileJobGenerator: Sendable {
                 if case .raw(let b)? = base.node(at: p[...]), let c = b.first { return c == UInt8(ascii: "-") || (c >= 0x30 && c <= 0x39) }
                 return false
             }
-            var value = pick(Self.edgeNumbers)
-            let path = below(4) == 0 ? pick(paths) : pick(numeric)
+            // Mostly every numeric field in turn with each edge value, the worst values first, so a
+            // small run already covers every field; now and then any field with any value.
+            var value: String
+            let path: [PathStep]
+            if below(4) == 0 {
+                value = pick(Self.edgeNumbers)
+                path = pick(paths)
+            } else {
+                value = Self.edgeNumbers[(edges / numeric.count) % Self.edgeNumbers.count]
+                path = numeric[edges % numeric.count]
+                edges += 1
+            }
             // A valid not_before in the future would park the job for years; keep those in the past or invalid.
             if base.key(at: path) == "not_before", let d = Double(value), d > 1, d <= 1e10 { value = "1e11" }
             return done(base.replacing(path[...]) { _ in .raw(Array(value.utf8)) }, "edge_number")

@@ -1,5 +1,6 @@
 import Foundation
 import LLMQ
+import LLMQTestSupport
 import Testing
 
 /// The parser's edges: numbers at and past every range, duplicate keys, control
@@ -12,7 +13,7 @@ import Testing
     }
 
     func outcome(_ text: String, mode: String = "chat") -> Result<Job, JobRejection> {
-        do { return .success(try parser.parse(Array(text.utf8), mode: mode)) } catch { return .failure(error) }
+        parser.outcome(Array(text.utf8), mode: mode)
     }
 
     func rejection(_ text: String) -> JobRejection? {
@@ -58,7 +59,7 @@ import Testing
     }
 
     @Test func rangesAreTheDocumentedOnes() throws {
-        #expect(rejection(job(#","timeout_s":1e11"#))?.error.message.contains("more than 0 to 86400") == true)
+        #expect(rejection(job(#","timeout_s":1e11"#))?.error.message.contains("greater than 0 and at most 86400 seconds") == true)
         #expect(rejection(job(#","timeout_s":-0"#)) != nil)
         #expect(try outcome(job(#","timeout_s":86400"#)).get().timeoutS == 86_400)
         #expect(rejection(job(#","deadline":1764000000000"#))?.error.message.contains("milliseconds") == true)
@@ -89,11 +90,15 @@ import Testing
         let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         #expect(try outcome(job(",\"traceparent\":\"\(good)\"")).get().traceparent == good)
         for bad in ["\(good)\\r\\nX-Injected: 1", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0\\u0000", "hello", "",
-                    "00-00000000000000000000000000000000-b7ad6b7169203331-01"] {
+                    "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-\\r\\nX-Injected: 1",
+                    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01- x"] {
             let r = try #require(rejection(job(",\"traceparent\":\"\(bad)\"")), "accepted \(bad)")
             #expect(r.error.message.contains("traceparent") && r.id == "h-1")
         }
         #expect(rejection(job(#","traceparent":17"#)) != nil)
+        // A later version's extra fields pass when they are hex and dashes.
+        #expect(try outcome(job(#","traceparent":"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-beef""#)).get().traceparent != nil)
     }
 
     @Test func duplicateKeysAreRefused() throws {
@@ -197,6 +202,13 @@ import Testing
         #expect(int("1e300") == nil && int("-1e300") == nil && int("1e400") == nil)
         #expect(int("3e2") == 300 && int("-0") == 0 && int("2.5") == nil && int("4.0") == 4)
         #expect(int("99999999999999999999999999999999999999") == nil)
+        #expect(int("1e99999999999999999999") == nil && int("-1e-99999999999999999999") == 0)
+        #expect(int(String(repeating: "9", count: 10_000)) == nil)
+        // The same monsters as job fields: refused with the field's name, never a trap.
+        for n in ["1e99999999999999999999", String(repeating: "9", count: 10_000), "-" + String(repeating: "1", count: 400) + ".5e-3"] {
+            #expect(rejection(job(",\"timeout_s\":\(n)"))?.error.message.contains("timeout_s") == true)
+            #expect(rejection(job(",\"params\":{\"seed\":\(n)}"))?.error.message.contains("params.seed") == true)
+        }
         let v = try? JSONValue.parse(Array("[1e400,-1e400,9223372036854775808,-0]".utf8))
         #expect(v?.arrayValue?.map(\.intValue) == [nil, nil, nil, 0])
     }
@@ -212,8 +224,10 @@ import Testing
         // Fed in odd pieces, the digest is the same.
         var h = SHA256()
         let text = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
-        for chunk in [0..<1, 1..<63, 63..<64, 64..<text.count] where chunk.upperBound <= text.count { h.update(text[chunk]) }
-        #expect(h.finalize() == SHA256.hash(text))
+        let long = [UInt8]((0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        for (a, b) in [(0, 1), (1, 63), (63, 64), (64, 200), (200, 300)] { h.update(long[a..<b]) }
+        #expect(h.finalize() == SHA256.hash(long))
+        #expect(SHA256.hash(text).count == 32)
     }
 
     @Test func entriesKeepAPrefixTheSizeAndTheHash() throws {
@@ -318,5 +332,33 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: path) }
         let c = try ConfigLoader.load(path: path, environment: [:])
         #expect(c.delayedBatch == 500 && c.leaseTTLS == 12.5)
+    }
+}
+
+/// Dead entries as `llmq dead retry` sees them, on a real redis-server.
+@Suite struct DeadRetryTests {
+    @Test func retryPushesWholeJobsBackAndSkipsTruncatedOnes() throws {
+        let env = try TestEnvironment("dead-retry")
+        let keys = Keys(prefix: env.prefix)
+        let redis = try env.client()
+        let whole = Array(#"{"id":"dr-1","model":"fast","messages":[{"role":"user","content":"x"}],"attempts":2}"#.utf8)
+        let big = Array((#"{"id":"dr-2","model":"fast","prompt":""# + String(repeating: "y", count: DeadLetter.prefixBytes) + #""}"#).utf8)
+        for (raw, id) in [(whole, "dr-1"), (big, "dr-2")] {
+            let entry = DeadLetter.entry(raw: raw, id: id, error: LLMQError(.workerLost, "lost"), attempt: 3, worker: "w-0", now: 1_700_000_000)
+            _ = try redis.run(bytes: [Array("LPUSH".utf8), Array(keys.dead("chat").utf8), entry])
+        }
+        let inspector = try FarmInspector(url: env.redis.url, keys: keys)
+        let entries = try inspector.deadEntries(mode: "chat")
+        let truncated = try #require(entries.first { $0.id == "dr-2" })
+        guard case .skipped(let why) = try inspector.retry(truncated) else {
+            Issue.record("a truncated entry was pushed back")
+            return
+        }
+        #expect(why.contains("first \(DeadLetter.prefixBytes) bytes") && why.contains("\(big.count) bytes") && why.contains(SHA256.hex(big)), "\(why)")
+        #expect(try inspector.retry(#require(entries.first { $0.id == "dr-1" })) == .queued)
+        let queued = try #require(try redis.run("LRANGE", keys.queue("chat"), "0", "-1").array?.first?.string)
+        let job = try #require(try JSONValue.parse(Array(queued.utf8)).objectValue)
+        #expect(job["id"] == "dr-1" && job["attempts"] == nil, "the retried job starts over: \(queued)")
+        #expect(try redis.run("LLEN", keys.dead("chat")).int == 1)
     }
 }

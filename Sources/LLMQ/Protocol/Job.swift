@@ -106,6 +106,12 @@ public struct JobParser: Sendable {
 
     public init(maxBytes: Int = 1 << 20) { self.maxBytes = maxBytes }
 
+    /// `parse` as a value, for a fetcher that parses each job once as it takes it
+    /// (for `not_before`, `deadline`, the cancel check) and hands the outcome to the runner.
+    public func outcome(_ raw: [UInt8], mode: String) -> Result<Job, JobRejection> {
+        do { return .success(try parse(raw, mode: mode)) } catch { return .failure(error) }
+    }
+
     public func parse(_ raw: [UInt8], mode: String) throws(JobRejection) -> Job {
         guard raw.count <= maxBytes else {
             throw reject(
@@ -269,8 +275,10 @@ public struct JobParser: Sendable {
     private func number(_ v: JSONValue?, _ name: String, in range: ClosedRange<Double>, excludingLower: Bool = false, unit: String = "",
                         fail: (String) -> JobRejection) throws(JobRejection) -> Double? {
         guard let v else { return nil }
-        let lower = excludingLower ? "more than \(Self.text(range.lowerBound))" : "from \(Self.text(range.lowerBound))"
-        let what = "\(name) must be a number \(lower) to \(Self.text(range.upperBound))\(unit.isEmpty ? "" : " " + unit)"
+        let bounds = excludingLower
+            ? "greater than \(Self.text(range.lowerBound)) and at most \(Self.text(range.upperBound))"
+            : "from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound))"
+        let what = "\(name) must be a number \(bounds)\(unit.isEmpty ? "" : " " + unit)"
         guard let d = v.doubleValue, d.isFinite, range.contains(d), !(excludingLower && d == range.lowerBound) else {
             throw fail("\(what), got \(Self.shown(v))")
         }

@@ -21,6 +21,9 @@ public struct TraceContext: Sendable, Hashable {
         guard u.count >= 55, u[2] == 0x2D, u[35] == 0x2D, u[52] == 0x2D else { return nil }
         let version = String(decoding: u[0..<2], as: UTF8.self)
         guard Self.isHex(u[0..<2]), version != "ff", version != "00" || u.count == 55, u.count == 55 || u[55] == 0x2D else { return nil }
+        // A later version may append fields; they are kept to visible ASCII (and 512 bytes), since a job's
+        // traceparent becomes a header of a request carrying the provider's key: no CR/LF, NUL or spaces.
+        guard u.count <= 512, u[55...].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else { return nil }
         let trace = u[3..<35], span = u[36..<52], flags = u[53..<55]
         guard Self.isHex(trace), Self.isHex(span), Self.isHex(flags),
               trace.contains(where: { $0 != 0x30 }), span.contains(where: { $0 != 0x30 }),
