@@ -33,6 +33,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Address they listen on.
     public var httpHost: String = "0.0.0.0"
     public var tracing: TracingConfig = TracingConfig()
+    public var gateway: GatewayConfig = GatewayConfig()
 
     public static let defaultModes: [String: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -56,7 +57,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case restartBackoffMaxS = "restart_backoff_max_s"
         case httpPort = "http_port"
         case httpHost = "http_host"
-        case tracing
+        case tracing, gateway
     }
 
     public init(from decoder: Decoder) throws {
@@ -83,6 +84,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
         httpHost = try c.decodeIfPresent(String.self, forKey: .httpHost) ?? d.httpHost
         tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
+        gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

@@ -36,7 +36,7 @@ public struct Job: Sendable {
 
     public static let topLevelKeys: Set<String> = [
         "id", "model", "mode", "messages", "prompt", "input", "params", "timeout_s", "deadline",
-        "max_attempts", "metadata", "traceparent", "attempts",
+        "max_attempts", "metadata", "traceparent", "attempts", "tenant",
     ]
     public static let paramKeys: Set<String> = [
         "max_tokens", "temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice", "extra",
