@@ -104,18 +104,6 @@ public final class Gateway: Sendable {
     /// down, and its tenant under its concurrency limit (counted in Redis across gateways).
     public func admit(id: String, mode: String, targets: [String], caller: Caller) async throws(GatewayError) -> Lease {
         let g = config.gateway
-        if let limit = g.waitingLimit(mode) {
-            let over: Bool = waiting.withLock { w in
-                if w[mode, default: 0] >= limit { return true }
-                w[mode, default: 0] += 1
-                return false
-            }
-            if over {
-                metrics.rejected("admission")
-                throw .unavailable("the \(mode) queue holds \(limit) or more jobs waiting or running (gateway.max_waiting); retry later",
-                                   retryAfter: g.retryAfterS)
-            }
-        }
         let providers = Array(Set(targets.compactMap { t in t.firstIndex(of: "/").map { String(t[..<$0]) } })).sorted()
         let cooldownKeys = providers.map { keys.cooldown($0) }
         let tenantKey = caller.tenant.map { tenantActiveKey($0) } ?? tenantActiveKey("default")
@@ -151,6 +139,20 @@ public final class Gateway: Sendable {
             throw GatewayError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited",
                                "tenant \(caller.tenant ?? "default") already runs \(limit) requests at once (its limit); retry when one finishes",
                                retryAfter: 1)
+        }
+        // The tenant is checked first, so a tenant over its own limit hears 429 whatever the load.
+        if let waitingLimit = g.waitingLimit(mode) {
+            let over: Bool = waiting.withLock { w in
+                if w[mode, default: 0] >= waitingLimit { return true }
+                w[mode, default: 0] += 1  // counted until the next sample sees the job in Redis
+                return false
+            }
+            if over {
+                if limit != nil { await releaseTenant(id: id, key: tenantKey) }
+                metrics.rejected("admission")
+                throw .unavailable("the \(mode) queue holds \(waitingLimit) or more jobs waiting or running (gateway.max_waiting); retry later",
+                                   retryAfter: g.retryAfterS)
+            }
         }
         if limit != nil { leases.withLock { $0[id] = tenantKey } }
         return Lease(id: id, mode: mode, tenant: caller.tenant)

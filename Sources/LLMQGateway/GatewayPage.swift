@@ -1,7 +1,9 @@
 /// The page served at `/`: a prompt box, a model picker filled from /v1/models, and the answer
 /// streamed with EventSource from /v1/requests/{id}/events. The request id, the last event id and
 /// the text so far live in sessionStorage, so a reload picks the stream up where it was
-/// (`last_event_id`) without repeating text.
+/// (`last_event_id`) without repeating text. A gateway with API keys takes one from the
+/// address (`/#key=KEY`); it is sent as a Bearer header, and as `api_key` to EventSource,
+/// which cannot send headers.
 enum GatewayPage {
     static let html = #"""
     <!doctype html>
@@ -28,9 +30,12 @@ enum GatewayPage {
     <script>
     const $ = (id) => document.getElementById(id);
     const store = window.sessionStorage;
+    const key = new URLSearchParams(location.hash.slice(1)).get("key") || "";
+    const auth = key ? { "Authorization": "Bearer " + key } : {};
     function setStatus(s) { $("status").textContent = s; $("status").dataset.state = s; }
     async function loadModels() {
-      const r = await fetch("/v1/models");
+      const r = await fetch("/v1/models", { headers: auth });
+      if (!r.ok) { setStatus("error: " + (await r.json()).error.message); return; }
       const list = await r.json();
       for (const m of list.data) {
         const o = document.createElement("option");
@@ -40,7 +45,7 @@ enum GatewayPage {
     }
     function follow(id) {
       const last = store.getItem("llmq.last") || "";
-      const url = "/v1/requests/" + encodeURIComponent(id) + "/events" + (last ? "?last_event_id=" + encodeURIComponent(last) : "");
+      const url = "/v1/requests/" + encodeURIComponent(id) + "/events" + "?last_event_id=" + encodeURIComponent(last) + (key ? "&api_key=" + encodeURIComponent(key) : "");
       const es = new EventSource(url);
       setStatus("streaming");
       es.onmessage = (m) => {
@@ -64,7 +69,7 @@ enum GatewayPage {
       $("answer").textContent = "";
       store.setItem("llmq.text", ""); store.setItem("llmq.last", "");
       const job = { model: $("model").value, messages: [{ role: "user", content: $("prompt").value }], metadata: { source: "browser" } };
-      const r = await fetch("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(job) });
+      const r = await fetch("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json", ...auth }, body: JSON.stringify(job) });
       const body = await r.json();
       if (!r.ok) { setStatus("error: " + body.error.message); return; }
       store.setItem("llmq.id", body.id);

@@ -2,7 +2,7 @@
 """Loads the gateway's page in headless Chromium over the DevTools protocol, submits a prompt,
 reloads mid-stream, and checks the streamed answer equals the stored result with nothing repeated.
 
-Usage: browser.py BASE_URL SCREENSHOT.png
+Usage: browser.py BASE_URL SCREENSHOT.png [API_KEY]
 Needs the Debian package chromium and the websockets package; exits 2 when either is missing.
 """
 import asyncio
@@ -23,6 +23,7 @@ except ImportError:
     sys.exit(2)
 
 base, shot = sys.argv[1], sys.argv[2]
+key = sys.argv[3] if len(sys.argv) > 3 else ""
 chrome = shutil.which("chromium") or shutil.which("chromium-browser")
 if not chrome:
     print("FAIL: chromium is not installed; apt-get install chromium (make test does)")
@@ -76,14 +77,15 @@ class Page:
             if v:
                 return v
             await asyncio.sleep(0.05)
-        raise SystemExit(f"FAIL: timed out waiting for {what}; page status {await self.js('document.getElementById(\"status\").textContent')!r}")
+        status = await self.js("document.getElementById('status').textContent")
+        raise SystemExit(f"FAIL: timed out waiting for {what}; page status {status!r}")
 
 
 async def main():
     async with websockets.connect(devtools_url(), max_size=64 << 20) as ws:
         p = Page(ws)
         await p.call("Page.enable")
-        await p.call("Page.navigate", url=base + "/")
+        await p.call("Page.navigate", url=base + "/" + (f"#key={key}" if key else ""))
         await p.until("the model list", "document.getElementById('model') && document.getElementById('model').dataset.loaded === 'true'")
         models = await p.js("[...document.getElementById('model').options].map(o => o.value)")
         if "demo" not in models:
@@ -100,7 +102,7 @@ async def main():
         shotdata = await p.call("Page.captureScreenshot", format="png")
         with open(shot, "wb") as f:
             f.write(base64.b64decode(shotdata["data"]))
-        with urllib.request.urlopen(f"{base}/v1/requests/{rid}", timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/v1/requests/{rid}", headers={"Authorization": f"Bearer {key}"}), timeout=5) as r:
             result = json.load(r)
         print(json.dumps({"request": rid, "before_reload": before, "text": text, "result": result.get("text")}))
         if not text.startswith(before) or len(text) <= len(before):
