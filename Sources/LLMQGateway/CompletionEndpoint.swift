@@ -31,8 +31,7 @@ struct CompletionEndpoint: Sendable {
             let raw = JSONValue.object(req.job).jsonBytes
             try gateway.validate(raw, mode: req.mode)
             let targets = try gateway.targets(of: req.model)
-            let lease = try await gateway.admit(id: id, mode: req.mode, targets: targets, caller: caller)
-            response = try await run(req, raw: raw, lease: lease, request: request, began: began, endpoint: endpoint)
+            response = try await run(req, raw: raw, targets: targets, caller: caller, request: request, began: began, endpoint: endpoint)
         } catch let e as GatewayError {
             gateway.metrics.answered(endpoint: endpoint, status: Int(e.status.code))
             return Self.error(e)
@@ -40,15 +39,22 @@ struct CompletionEndpoint: Sendable {
         return response
     }
 
-    /// Subscribes, pushes, and answers; always releases the lease and the subscription.
-    private func run(_ req: OpenAIRequest, raw: [UInt8], lease: Gateway.Lease, request: Request, began: ContinuousClock.Instant,
+    /// Subscribes, admits and pushes, and answers; always releases the lease and the subscription.
+    private func run(_ req: OpenAIRequest, raw: [UInt8], targets: [String], caller: Gateway.Caller, request: Request, began: ContinuousClock.Instant,
                      endpoint: String) async throws(GatewayError) -> Response {
+        let id = req.job["id"]?.stringValue ?? ""
         let sub: SubscriptionHub.Subscription
         do {
-            sub = try await gateway.hub.subscribe(gateway.keys.tokens(lease.id))
+            sub = try await gateway.hub.subscribe(gateway.keys.tokens(id))
         } catch {
-            await gateway.release(lease)
             throw .unavailable("cannot subscribe to the request's channel: \(error)", retryAfter: gateway.config.gateway.retryAfterS, code: "redis_unavailable")
+        }
+        let lease: Gateway.Lease
+        do throws(GatewayError) {
+            lease = try await gateway.admit(id: id, mode: req.mode, targets: targets, caller: caller, push: raw)
+        } catch {
+            gateway.hub.unsubscribe(sub)
+            throw error
         }
         let feed = EventFeed(sub, timeout: (req.timeoutS.map { $0 + 30 } ?? 0) + gateway.config.gateway.requestTimeoutS)
         let gateway = self.gateway
@@ -60,12 +66,6 @@ struct CompletionEndpoint: Sendable {
             gateway.metrics.active(-1)
         }
         gateway.metrics.active(1)
-        do throws(GatewayError) {
-            try await gateway.push(raw, mode: req.mode)
-        } catch {
-            await finish()
-            throw error
-        }
         let encoder = OpenAIEncoder(kind: req.kind, id: lease.id, model: req.model)
         if !req.stream {
             let result = await collectWatchingClient(req, request: request, feed: feed, encoder: encoder)

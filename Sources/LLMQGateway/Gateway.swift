@@ -100,16 +100,27 @@ public final class Gateway: Sendable {
 
     // MARK: admission
 
-    /// Admits a request: waiting work of its mode under the limit, some target not cooling
-    /// down, and its tenant under its concurrency limit (counted in Redis across gateways).
-    public func admit(id: String, mode: String, targets: [String], caller: Caller) async throws(GatewayError) -> Lease {
+    private enum Decision: Sendable {
+        case admitted
+        case coolingDown(Int)
+        case tenantFull(Int)
+        case modeFull(Int)
+    }
+
+    /// Admits a request and pushes its job (`raw`, when given) in one trip to a Redis thread:
+    /// some target of the route not cooling down, its tenant under its concurrency limit
+    /// (counted in Redis across gateways), then the waiting work of its mode under the limit.
+    /// The tenant comes first, so a tenant over its own limit hears 429 whatever the load.
+    public func admit(id: String, mode: String, targets: [String], caller: Caller, push raw: [UInt8]? = nil) async throws(GatewayError) -> Lease {
         let g = config.gateway
         let providers = Array(Set(targets.compactMap { t in t.firstIndex(of: "/").map { String(t[..<$0]) } })).sorted()
         let cooldownKeys = providers.map { keys.cooldown($0) }
-        let tenantKey = caller.tenant.map { tenantActiveKey($0) } ?? tenantActiveKey("default")
+        let tenantKey = tenantActiveKey(caller.tenant ?? "default")
         let limit = caller.limit
+        let waitingLimit = g.waitingLimit(mode)
+        let queue = keys.queue(mode)
         let now = Date().timeIntervalSince1970
-        let (ttls, active): ([Int], Int) = try await redis { c throws(LLMQError) in
+        let decision: Decision = try await redis { [self] c throws(LLMQError) in
             for k in cooldownKeys { try c.append(["PTTL", k]) }
             if limit != nil {
                 try c.append(["ZREMRANGEBYSCORE", tenantKey, "-inf", String(Int(now * 1000))])
@@ -124,38 +135,47 @@ public final class Gateway: Sendable {
                 _ = try c.reply()
                 active = try c.reply().integer ?? 0
             }
-            return (ttls, active)
+            var decision = Decision.admitted
+            if !ttls.isEmpty && ttls.allSatisfy({ $0 > 0 || $0 == -1 }) {
+                decision = .coolingDown(max(1, Int((Double(ttls.filter { $0 > 0 }.min() ?? 1000) / 1000).rounded(.up))))
+            } else if let limit, active > limit {
+                decision = .tenantFull(limit)
+            } else if let waitingLimit {
+                let over: Bool = waiting.withLock { w in
+                    if w[mode, default: 0] >= waitingLimit { return true }
+                    w[mode, default: 0] += 1  // counted here until the next sample sees the job in Redis
+                    return false
+                }
+                if over { decision = .modeFull(waitingLimit) }
+            }
+            if case .admitted = decision {
+                if let raw {
+                    let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
+                    if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
+                }
+            } else if limit != nil {
+                try c.command(["ZREM", tenantKey, id])
+            }
+            return decision
         }
-        if !ttls.isEmpty && ttls.allSatisfy({ $0 > 0 || $0 == -1 }) {
-            if limit != nil { await releaseTenant(id: id, key: tenantKey) }
-            let wait = max(1, Int((Double(ttls.filter { $0 > 0 }.min() ?? 1000) / 1000).rounded(.up)))
+        switch decision {
+        case .admitted:
+            if limit != nil { leases.withLock { $0[id] = tenantKey } }
+            return Lease(id: id, mode: mode, tenant: caller.tenant)
+        case .coolingDown(let wait):
             metrics.rejected("cooldown")
             throw .unavailable("every target of \(targets.joined(separator: ", ")) is cooling down after upstream failures; retry after \(wait) s",
                                retryAfter: wait, code: "upstream_unavailable")
-        }
-        if let limit, active > limit {
-            await releaseTenant(id: id, key: tenantKey)
+        case .tenantFull(let n):
             metrics.rejected("tenant")
             throw GatewayError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited",
-                               "tenant \(caller.tenant ?? "default") already runs \(limit) requests at once (its limit); retry when one finishes",
+                               "tenant \(caller.tenant ?? "default") already runs \(n) requests at once (its limit); retry when one finishes",
                                retryAfter: 1)
+        case .modeFull(let n):
+            metrics.rejected("admission")
+            throw .unavailable("the \(mode) queue holds \(n) or more jobs waiting or running (gateway.max_waiting); retry later",
+                               retryAfter: g.retryAfterS)
         }
-        // The tenant is checked first, so a tenant over its own limit hears 429 whatever the load.
-        if let waitingLimit = g.waitingLimit(mode) {
-            let over: Bool = waiting.withLock { w in
-                if w[mode, default: 0] >= waitingLimit { return true }
-                w[mode, default: 0] += 1  // counted until the next sample sees the job in Redis
-                return false
-            }
-            if over {
-                if limit != nil { await releaseTenant(id: id, key: tenantKey) }
-                metrics.rejected("admission")
-                throw .unavailable("the \(mode) queue holds \(waitingLimit) or more jobs waiting or running (gateway.max_waiting); retry later",
-                                   retryAfter: g.retryAfterS)
-            }
-        }
-        if limit != nil { leases.withLock { $0[id] = tenantKey } }
-        return Lease(id: id, mode: mode, tenant: caller.tenant)
     }
 
     /// Ends a request's tenant lease.

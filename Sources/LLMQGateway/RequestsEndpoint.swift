@@ -168,9 +168,8 @@ struct RequestsEndpoint: Sendable {
             try gateway.validate(raw, mode: mode)
             let targets = try gateway.targets(of: job["model"]?.stringValue ?? "")
             // Admission applies; the tenant's count covers requests the gateway follows, not jobs left to run.
-            let lease = try await gateway.admit(id: id, mode: mode, targets: targets, caller: caller)
+            let lease = try await gateway.admit(id: id, mode: mode, targets: targets, caller: caller, push: raw)
             await gateway.release(lease)
-            try await gateway.push(raw, mode: mode)
             let out: JSONValue = ["id": .string(id), "mode": .string(mode), "events": .string("/v1/requests/\(id)/events")]
             gateway.metrics.answered(endpoint: "jobs", status: 202)
             return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out.jsonBytes)))

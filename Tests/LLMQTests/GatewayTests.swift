@@ -14,7 +14,8 @@ import Testing
         let url: String
 
         init(_ name: String) async throws {
-            env = try TestEnvironment(name)
+            let env = try TestEnvironment(name)
+            self.env = env
             let keys = "\(env.dir)/keys.txt"
             // One key stored hashed, as an operator would write it.
             try """
