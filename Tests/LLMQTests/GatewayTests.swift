@@ -90,7 +90,7 @@ import Testing
         }
         let stack = try await Stack("gateway-browser")
         let shot = "\(TestEnvironment.packageRoot)/.build/gateway-browser.png"
-        let (code, out) = try stack.python("browser.py", [stack.url, shot], modules: ["websockets"])
+        let (code, out) = try stack.python("browser.py", [stack.url, shot, "test-key"], modules: ["websockets"])
         #expect(code == 0 && out.contains("ALL OK"), "\(out)\n--- gateway log ---\n\(stack.env.log("gateway.log").suffix(3000))")
         #expect(FileManager.default.fileExists(atPath: shot), "no screenshot at \(shot)")
     }
