@@ -72,10 +72,23 @@ import Testing
         }
     }
 
+    /// Every check of openai_client.py; then every gateway metric the dashboard and README name
+    /// is in the real scrape, and /readyz answers ready.
     @Test func openAISDKAgainstTheGateway() async throws {
         let stack = try await Stack("gateway-sdk")
+        let port = Int(stack.url.split(separator: ":").last!)!
         let (code, out) = try stack.python("openai_client.py", [stack.url, "test-key", "http://127.0.0.1:\(stack.env.simPort)"], modules: ["openai"])
         #expect(code == 0 && out.contains("ALL OK"), "\(out)\n--- gateway log ---\n\(stack.env.log("gateway.log").suffix(3000))")
+        guard let scrape = HTTPProbe.get(port: port, path: "/metrics"), scrape.status == 200 else { throw TestFailure("no /metrics on the gateway") }
+        let families = Set(scrape.body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
+        let dashboard = try String(contentsOfFile: "\(TestEnvironment.packageRoot)/Ops/grafana/llmq-dashboard.json", encoding: .utf8)
+        let used = Set(dashboard.matches(of: /llmq_gateway_[a-z_]+/).map { String($0.output).replacing(/_(bucket|sum|count)$/, with: "") })
+        #expect(!used.isEmpty && used.isSubset(of: families), "dashboard uses \(used.subtracting(families)) which the scrape lacks")
+        let readme = try String(contentsOfFile: "\(TestEnvironment.packageRoot)/README.md", encoding: .utf8)
+        let undocumented = GatewayMetrics.families.map(\.name).filter { !readme.contains("`\($0)") }
+        #expect(undocumented.isEmpty, "README lacks \(undocumented)")
+        #expect(Set(GatewayMetrics.families.map(\.name)).isSubset(of: families), "scrape lacks \(Set(GatewayMetrics.families.map(\.name)).subtracting(families))")
+        #expect(HTTPProbe.get(port: port, path: "/readyz")?.status == 200)
     }
 
     @Test func tenantLimitAndAdmissionUnderLoad() async throws {
@@ -93,6 +106,24 @@ import Testing
         let (code, out) = try stack.python("browser.py", [stack.url, shot, "test-key"], modules: ["websockets"])
         #expect(code == 0 && out.contains("ALL OK"), "\(out)\n--- gateway log ---\n\(stack.env.log("gateway.log").suffix(3000))")
         #expect(FileManager.default.fileExists(atPath: shot), "no screenshot at \(shot)")
+    }
+
+    /// A worker lost mid-answer: the next attempt's text is checked against what was sent, only the rest goes out.
+    @Test func aRestartedAttemptDoesNotRepeatText() {
+        func text(_ out: [UInt8]) -> String { String(decoding: out, as: UTF8.self) }
+        var s = Streamer(encoder: OpenAIEncoder(kind: .chat, id: "x", model: "m"), includeUsage: false)
+        #expect(text(s.encode(.chunk(escapedText: Array("Hello ".utf8)))).contains(#""content":"Hello ""#))
+        #expect(text(s.encode(.chunk(escapedText: Array("wor".utf8)))).contains(#""content":"wor""#))
+        #expect(s.encode(.retry).isEmpty)
+        #expect(s.encode(.start).isEmpty)
+        #expect(s.encode(.chunk(escapedText: Array("Hello".utf8))).isEmpty)
+        #expect(text(s.encode(.chunk(escapedText: Array(" world".utf8)))).contains(#""content":"ld""#))
+        #expect(text(s.encode(.done(finishReason: "stop", promptTokens: 1, completionTokens: 2))).hasSuffix("data: [DONE]\n\n"))
+        var d = Streamer(encoder: OpenAIEncoder(kind: .chat, id: "x", model: "m"), includeUsage: false)
+        _ = d.encode(.chunk(escapedText: Array("Hello".utf8)))
+        _ = d.encode(.retry)
+        #expect(text(d.encode(.chunk(escapedText: Array("Bye".utf8)))).contains("worker_lost"))
+        #expect(d.stopped)
     }
 
     @Test func sha256MatchesKnownDigests() {
