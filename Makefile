@@ -8,7 +8,7 @@ TEST_DEBS := prometheus chromium
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 
-.PHONY: all deps pydeps testdeps bench-deps build release run test bench chaos clean
+.PHONY: all deps pydeps testdeps bench-deps build release run test bench bench-gateway chaos clean
 
 all: deps build
 
@@ -59,6 +59,11 @@ test: build pydeps testdeps
 
 bench: release bench-deps
 	Ops/bench/run.sh $(SHARED)/bench
+
+# The gateway's added latency over the Redis path and its streamed requests/s beside LiteLLM's proxy
+# (used when `litellm` is on PATH or LITELLM names it: pip install 'litellm[proxy]').
+bench-gateway: release bench-deps
+	Ops/bench/gateway.sh $(SHARED)/bench
 
 chaos: build
 	LLMQ_CHAOS_SIZE=full $(SWIFT) test --filter Chaos
