@@ -105,9 +105,8 @@ struct CompletionEndpoint: Sendable {
                             event = await feed.next()
                         }
                         if event == nil && !streamer.stopped {
-                            try await writer.write(ByteBuffer(bytes: streamer.encoder.errorChunk(
-                                .init(.gatewayTimeout, type: "timeout_error", code: "timeout", "no terminal event from the farm before the gateway's deadline"))))
-                            try? await gateway.cancel(id: lease.id)
+                            try await writer.write(ByteBuffer(bytes: streamer.encoder.errorChunk(self.endedEarly(feed))))
+                            if feed.timedOut { try? await gateway.cancel(id: lease.id) }
                         }
                     }
                     try await writer.finish(nil)
@@ -131,7 +130,7 @@ struct CompletionEndpoint: Sendable {
             default: return .success(e)
             }
         }
-        return .failure(timeoutError())
+        return .failure(endedEarly(f))
     }
 
     /// Collects a whole answer; the client leaving cancels the job.
@@ -163,15 +162,20 @@ struct CompletionEndpoint: Sendable {
                     case .start, .other: continue
                     }
                 }
-                return .failure(timeoutError())
+                return .failure(endedEarly(f))
             }
         } catch {
             return .failure(await clientLeft(req))
         }
     }
 
-    private func timeoutError() -> GatewayError {
-        GatewayError(.gatewayTimeout, type: "timeout_error", code: "timeout", "no answer from the farm before the gateway's deadline (gateway.request_timeout_s)")
+    /// Why a feed ended without a terminal event: the gateway's deadline, or its subscriber connection lost.
+    private func endedEarly(_ f: EventFeed) -> GatewayError {
+        if f.timedOut {
+            return GatewayError(.gatewayTimeout, type: "timeout_error", code: "timeout", "no answer from the farm before the gateway's deadline (gateway.request_timeout_s)")
+        }
+        return GatewayError(.badGateway, type: "server_error", code: "redis_unavailable",
+                            "the gateway lost its Redis subscription; the job may still finish: GET /v1/requests/\(f.subscription.channel.split(separator: "{").last?.split(separator: "}").first ?? "")")
     }
 
     private func clientLeft(_ req: OpenAIRequest) async -> GatewayError {

@@ -1,4 +1,5 @@
 import LLMQ
+import Synchronization
 
 /// One protocol event line, read with the scanner: text, tool-call arguments and vectors stay
 /// as escaped JSON bytes so they are copied into OpenAI's chunks without decoding.
@@ -76,15 +77,28 @@ final class EventFeed: @unchecked Sendable {
     private var head = 0
     private(set) var ended = false
     let timer: Task<Void, Never>
+    private let deadlinePassed: Flag
+
+    /// Whether the feed ended because its deadline passed (else the subscription was lost).
+    var timedOut: Bool { deadlinePassed.value.load(ordering: .relaxed) }
+
+    final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
 
     init(_ subscription: SubscriptionHub.Subscription, timeout: Double) {
         self.subscription = subscription
         iterator = subscription.payloads.makeAsyncIterator()
         // Finishing the stream is how the wait ends at the deadline: next() then returns nil.
         let c = subscription.continuation
+        let passed = Flag()
+        deadlinePassed = passed
         timer = Task {
             try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
-            if !Task.isCancelled { c.finish() }
+            if !Task.isCancelled {
+                passed.value.store(true, ordering: .relaxed)
+                c.finish()
+            }
         }
     }
 

@@ -166,7 +166,18 @@ public final class SubscriptionHub: Sendable {
                 logger.error("subscriber connection to Redis lost: \(error.message); reconnecting")
                 connection = nil
                 failures = 1
-                state.withLock { $0.connected = false }
+                // Lines published while the connection was down are gone: end every stream now, so
+                // its request answers at once (the job may still finish: its result stays readable).
+                let (subs, waiters) = state.withLock { s in
+                    s.connected = false
+                    let subs = s.channels.values.flatMap { $0.subscribers.values }
+                    let waiters = s.channels.values.flatMap(\.waiters)
+                    s.channels = [:]
+                    s.outbox = []
+                    return (subs, waiters)
+                }
+                for sub in subs { sub.continuation.finish() }
+                for w in waiters { w.resume(throwing: error) }
             }
         }
         let subs: [Subscription] = state.withLock { s in s.channels.values.flatMap { $0.subscribers.values } }
