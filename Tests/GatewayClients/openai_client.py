@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """Drives `llmq gateway` with the official openai package, unchanged, and checks every answer.
 
-Usage: openai_client.py BASE_URL KEY SIM_URL   (BASE_URL like http://127.0.0.1:PORT, SIM_URL the sim's root)
+Usage: openai_client.py BASE_URL KEY SIM_URL REDIS_PORT PREFIX
+(BASE_URL like http://127.0.0.1:PORT, SIM_URL the sim's root; REDIS_PORT and PREFIX of the farm, to
+set a provider cooldown the way workers do)
 Prints one line per check ("ok NAME" or "FAIL NAME: why") and exits 1 when any failed.
 The gateway's configuration must have the routes "fast" (chat/complete) and "emb" (embed), the key
 KEY with no concurrency limit, the key "slow-key" limited to 1 request at once, and max_waiting
 complete: 2 (see Tests/LLMQTests/GatewayTests.swift).
 """
 import json
+import socket
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import openai
 from openai import OpenAI
 
-base, key, sim = sys.argv[1], sys.argv[2], sys.argv[3]
+base, key, sim, redis_port, prefix = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 client = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=60)
 failed = []
 
@@ -64,6 +68,13 @@ def wait_until(what, cond, timeout=15):
             return
         time.sleep(0.02)
     check(what, False, f"not within {timeout} s")
+
+
+def redis(*args):
+    """One command on a fresh connection (RESP by hand: no client library needed)."""
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as c:
+        c.sendall(f"*{len(args)}\r\n".encode() + b"".join(f"${len(str(a))}\r\n{a}\r\n".encode() for a in args))
+        return c.recv(4096)
 
 
 msgs = [{"role": "user", "content": "Name three rivers."}]
@@ -150,6 +161,32 @@ wait_until("admission sees 2 complete jobs", lambda: waiting_jobs("complete") >=
 expect_error("error_503", openai.InternalServerError, 503, lambda: client.completions.create(model="fast", prompt="x"))
 for s in streams:
     s.close()
+
+# 503 when every target of the route cools down (a worker sets PREFIX:cooldown:PROVIDER after a 429).
+redis("SET", f"{prefix}:cooldown:sim", "1", "PX", "5000")
+expect_error("error_503_cooldown", openai.InternalServerError, 503, lambda: client.chat.completions.create(model="fast", messages=msgs))
+redis("DEL", f"{prefix}:cooldown:sim")
+
+# metadata.detach: the job runs on after its client left, and its result can be read later.
+wait_until("the sim's earlier streams end", lambda: sim_stats()["active"] == 0)
+aborted = sim_stats()["aborted"]
+s = client.chat.completions.create(model="sim/sim-1:tokens=30,delay_ms=20", messages=msgs, stream=True, metadata={"detach": "true"})
+it = iter(s)
+rid = next(it).id
+s.close()
+
+
+def finished():
+    req = urllib.request.Request(f"{base}/v1/requests/{rid}", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200 and json.load(r).get("status") == "done"
+    except urllib.error.HTTPError:
+        return False
+
+
+wait_until("the detached request's result", finished)
+check("detach_keeps_running", finished() and sim_stats()["aborted"] == aborted, f"aborted {aborted} -> {sim_stats()['aborted']}")
 
 # A client that leaves mid-stream cancels its job: the sim sees its stream aborted.
 wait_until("the sim's earlier streams end", lambda: sim_stats()["active"] == 0)

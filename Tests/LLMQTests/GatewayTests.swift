@@ -77,7 +77,8 @@ import Testing
     @Test func openAISDKAgainstTheGateway() async throws {
         let stack = try await Stack("gateway-sdk")
         let port = Int(stack.url.split(separator: ":").last!)!
-        let (code, out) = try stack.python("openai_client.py", [stack.url, "test-key", "http://127.0.0.1:\(stack.env.simPort)"], modules: ["openai"])
+        let (code, out) = try stack.python(
+            "openai_client.py", [stack.url, "test-key", "http://127.0.0.1:\(stack.env.simPort)", String(stack.env.redis.port), stack.env.prefix], modules: ["openai"])
         #expect(code == 0 && out.contains("ALL OK"), "\(out)\n--- gateway log ---\n\(stack.env.log("gateway.log").suffix(3000))")
         guard let scrape = HTTPProbe.get(port: port, path: "/metrics"), scrape.status == 200 else { throw TestFailure("no /metrics on the gateway") }
         let families = Set(scrape.body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
