@@ -2,12 +2,13 @@
 SWIFT ?= swift
 DEBS := redis-server libhiredis-dev libcurl4-openssl-dev pkg-config python3 python3-jsonschema python3-yaml
 BENCH_DEBS := nginx-light gcc python3-venv
-# promtool (from prometheus) checks the alert rules and the metric names of a real scrape in Ops/validate.py.
-TEST_DEBS := prometheus
+# promtool (from prometheus) checks the alert rules and the metric names of a real scrape in Ops/validate.py;
+# chromium is the real browser of the gateway's page test (GatewayTests, which fail when it is missing).
+TEST_DEBS := prometheus chromium
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 
-.PHONY: all deps pydeps testdeps bench-deps build release run test bench chaos fuzz clean
+.PHONY: all deps pydeps testdeps bench-deps build release run test bench bench-gateway chaos fuzz clean
 
 all: deps build
 
@@ -25,14 +26,16 @@ testdeps:
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing) || \
-			echo "could not install $$missing: Ops/validate.py will report its promtool checks as skipped"; \
+			echo "could not install $$missing: Ops/validate.py skips its promtool checks, the gateway's browser test fails"; \
 	fi
 
-# The Kubernetes manifests in Ops/ are checked against their schemas with kubernetes-validate (PyPI, works offline).
+# The Kubernetes manifests in Ops/ are checked against their schemas with kubernetes-validate (PyPI, works offline);
+# the gateway's tests drive it with the official openai package and Chromium through websockets (DevTools protocol).
+PYDEPS := pyyaml jsonschema kubernetes-validate openai websockets
 pydeps:
-	@python3 -c "import yaml, jsonschema, kubernetes_validate" 2>/dev/null || \
-		python3 -m pip install -q --disable-pip-version-check pyyaml jsonschema kubernetes-validate || \
-		python3 -m pip install -q --disable-pip-version-check --break-system-packages pyyaml jsonschema kubernetes-validate
+	@python3 -c "import yaml, jsonschema, kubernetes_validate, openai, websockets" 2>/dev/null || \
+		python3 -m pip install -q --disable-pip-version-check $(PYDEPS) || \
+		python3 -m pip install -q --disable-pip-version-check --break-system-packages $(PYDEPS)
 
 bench-deps:
 	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -56,6 +59,11 @@ test: build pydeps testdeps
 
 bench: release bench-deps
 	Ops/bench/run.sh $(SHARED)/bench
+
+# The gateway's added latency over the Redis path and its streamed requests/s beside LiteLLM's proxy
+# (used when `litellm` is on PATH or LITELLM names it: pip install 'litellm[proxy]').
+bench-gateway: release bench-deps
+	Ops/bench/gateway.sh $(SHARED)/bench
 
 chaos: build
 	LLMQ_CHAOS_SIZE=full $(SWIFT) test --filter Chaos

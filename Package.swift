@@ -52,10 +52,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "LLMQGateway",
+            dependencies: [
+                "LLMQ",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "llmq",
             dependencies: [
-                "LLMQ", "LLMQSim", "LLMQMonitoring",
+                "LLMQ", "LLMQSim", "LLMQMonitoring", "LLMQGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -68,7 +78,7 @@ let package = Package(
         .testTarget(
             name: "LLMQTests",
             dependencies: [
-                "LLMQ", "LLMQSim", "LLMQMonitoring", "LLMQTestSupport",
+                "LLMQ", "LLMQSim", "LLMQMonitoring", "LLMQGateway", "LLMQTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),

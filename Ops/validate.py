@@ -118,8 +118,12 @@ def kubernetes(docs, require_all):
     on_disk = {os.path.basename(p) for p, _ in objects}
     check("kustomization.yaml lists every manifest", listed == on_disk, f"listed {sorted(listed)}, on disk {sorted(on_disk)}")
 
-    deployments = by_kind.get("Deployment", {})
+    deployments = {n: d for n, d in by_kind.get("Deployment", {}).items()
+                   if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "gateway"}
+    gateways = {n: d for n, d in by_kind.get("Deployment", {}).items() if n not in deployments}
     check("there is a worker Deployment", bool(deployments))
+    for name, d in gateways.items():
+        gateway_checks(name, d, by_kind, configs)
     modes_scaled = set()
     for name, d in deployments.items():
         spec = d["spec"]
@@ -233,7 +237,7 @@ def compose(docs):
     path = os.path.join(OPS, "compose", "docker-compose.yml")
     c = docs.get(path, [{}])[0]
     services = c.get("services", {})
-    for s in ("redis", "sim", "farm", "prometheus"):
+    for s in ("redis", "sim", "farm", "gateway", "prometheus"):
         check(f"compose: has service {s}", s in services)
     farm = services.get("farm", {})
     check("compose: farm waits for redis to be healthy", farm.get("depends_on", {}).get("redis", {}).get("condition") == "service_healthy")
@@ -246,12 +250,39 @@ def compose(docs):
     prom = yaml.safe_load(open(os.path.join(OPS, "compose", "prometheus.yml")))
     targets = [t for sc in prom.get("scrape_configs", []) for st in sc.get("static_configs", []) for t in st.get("targets", [])]
     check("compose: Prometheus scrapes the farm's /metrics", "farm:9464" in targets, str(targets))
+    check("compose: Prometheus scrapes the gateway's /metrics", "gateway:8080" in targets, str(targets))
     check("compose: Prometheus loads the alert rules", any("alerts.yml" in r for r in prom.get("rule_files", [])))
     for svc in services.values():
         for v in svc.get("volumes", []):
             src = v.split(":")[0]
             if src.startswith("."):
                 check(f"compose: mounted file {src} exists", os.path.exists(os.path.join(OPS, "compose", src)))
+
+
+def gateway_checks(name, d, by_kind, configs):
+    """The gateway Deployment: its config in the ConfigMap with a gateway section, probes on its
+    HTTP port, a Service selecting it, and a grace period that lets open streams finish."""
+    pod = d["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = c.get("args", [])
+    check(f"{name}: runs llmq gateway", args[:1] == ["gateway"], str(args))
+    cfg_key = os.path.basename(args[args.index("--config") + 1]) if "--config" in args else None
+    check(f"{name}: its --config file is in the ConfigMap", cfg_key in configs, f"{cfg_key} not among {sorted(configs)}")
+    if cfg_key in configs:
+        cfg = yaml.safe_load(configs[cfg_key]) or {}
+        check(f"{name}: its configuration has a gateway section", isinstance(cfg.get("gateway"), dict))
+    port = int(args[args.index("--port") + 1]) if "--port" in args else None
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    check(f"{name}: listens on a declared port", port in ports.values(), f"--port {port}, ports {ports}")
+    rp, lp = c.get("readinessProbe", {}).get("httpGet", {}), c.get("livenessProbe", {}).get("httpGet", {})
+    check(f"{name}: readiness probe is GET /readyz on its port", rp.get("path") == "/readyz" and ports.get(rp.get("port"), rp.get("port")) == port)
+    check(f"{name}: liveness probe is GET /healthz on its port", lp.get("path") == "/healthz" and ports.get(lp.get("port"), lp.get("port")) == port)
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    svcs = [s for s in by_kind.get("Service", {}).values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+    check(f"{name}: a Service sends it traffic", len(svcs) == 1, f"{len(svcs)} Services select it")
+    sec = c.get("securityContext", {})
+    check(f"{name}: runs as non-root without privilege escalation",
+          pod.get("securityContext", {}).get("runAsNonRoot") is True and sec.get("allowPrivilegeEscalation") is False)
 
 
 def used_metrics():
@@ -290,10 +321,18 @@ def scrape_families(path):
     return fams
 
 
-def metrics(scrape):
+def metrics(scrape, gateway_scrape=None):
     fams = scrape_families(scrape)
     check("the scrape has llmq metric families", any(f.startswith("llmq_") for f in fams), f"families: {sorted(fams)[:10]}")
+    # The gateway's metrics come from the gateway's /metrics, not the farm's.
+    gateway_fams = scrape_families(gateway_scrape) if gateway_scrape else None
     for name, where in sorted(used_metrics().items()):
+        if name.startswith("llmq_gateway_"):
+            if gateway_fams is not None:
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                check(f"{name} (used by {', '.join(sorted(where))}) is in the gateway's /metrics scrape",
+                      name in gateway_fams or (base != name and base in gateway_fams))
+            continue
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         check(f"{name} (used by {', '.join(sorted(where))}) is in the real /metrics scrape",
               name in fams or (base != name and base in fams))
@@ -317,6 +356,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llmq", help="the built llmq binary, for systemd-analyze verify")
     ap.add_argument("--metrics", help="a /metrics scrape of a real farm")
+    ap.add_argument("--gateway-metrics", help="a /metrics scrape of a real llmq gateway")
     ap.add_argument("--only-metrics", action="store_true", help="only the checks against the scrape")
     ap.add_argument("--dump-configs", metavar="DIR", help="write the ConfigMap's configuration files into DIR")
     ap.add_argument("--require-all", action="store_true", help="fail, not skip, when kubernetes-validate is missing")
@@ -324,7 +364,7 @@ def main():
     if a.only_metrics:
         if not a.metrics:
             ap.error("--only-metrics needs --metrics")
-        metrics(a.metrics)
+        metrics(a.metrics, a.gateway_metrics)
     else:
         docs = parse_all()
         configs = kubernetes(docs, a.require_all)
@@ -334,7 +374,7 @@ def main():
         compose(docs)
         rules()
         if a.metrics:
-            metrics(a.metrics)
+            metrics(a.metrics, a.gateway_metrics)
         if a.dump_configs:
             # The ConfigMap's llmq configurations as files, for the caller to load with llmq's own loader.
             os.makedirs(a.dump_configs, exist_ok=True)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LLMQ
+import LLMQGateway
 import LLMQSim
 import Logging
 import ServiceLifecycle
@@ -48,9 +49,17 @@ struct DevCommand: AsyncParsableCommand {
             settings: .init(workers: workers, workerArguments: ["worker", "--slot", "{slot}", "--config", configPath]),
             logger: logger)
         let demo = DemoService(redis: redis.url, exe: ChildProcess.currentExecutable, redisURL: redis.urlString)
+        var gatewayConfig = try ConfigLoader.load(path: configPath)
+        gatewayConfig.gateway.host = "127.0.0.1"
+        gatewayConfig.gateway.port = 0
+        let gateway = try GatewayServer(config: gatewayConfig, apiKeys: APIKeys(), logger: Logger(label: "llmq.gateway")) { port in
+            print("gateway        http://127.0.0.1:\(port)/  (OpenAI API under /v1, a chat page at /)")
+            print("  curl -N http://127.0.0.1:\(port)/v1/chat/completions -H 'Content-Type: application/json' \\")
+            print("    -d '{\"model\":\"demo\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'")
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: supervisor), .init(service: demo)],
+                services: [.init(service: supervisor), .init(service: gateway), .init(service: demo)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         say("farm           \(workers) workers; Ctrl-C drains and stops everything\n")
         do {

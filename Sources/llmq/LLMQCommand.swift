@@ -7,7 +7,7 @@ struct LLMQCommand: AsyncParsableCommand {
         commandName: "llmq",
         abstract: "A Redis-fed worker farm that streams LLM completions as NDJSON events.",
         subcommands: [
-            DevCommand.self, FarmCommand.self, WorkerCommand.self, SimCommand.self, EnqueueCommand.self, TailCommand.self, CancelCommand.self, ModelsCommand.self,
+            DevCommand.self, FarmCommand.self, WorkerCommand.self, GatewayCommand.self, SimCommand.self, EnqueueCommand.self, TailCommand.self, CancelCommand.self, ModelsCommand.self,
             StatsCommand.self, DeadCommand.self, DrainCommand.self,
         ]
     )

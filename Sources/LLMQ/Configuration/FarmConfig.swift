@@ -37,6 +37,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var delayedBatch: Int = 100
     /// Seconds a worker's lease (heartbeat) lives without renewal before other workers reap its jobs (1-300).
     public var leaseTTLS: Double = 5
+    public var gateway: GatewayConfig = GatewayConfig()
 
     public static let defaultModes: [String: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -60,7 +61,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case restartBackoffMaxS = "restart_backoff_max_s"
         case httpPort = "http_port"
         case httpHost = "http_host"
-        case tracing
+        case tracing, gateway
         case delayedBatch = "delayed_batch"
         case leaseTTLS = "lease_ttl_s"
     }
@@ -91,6 +92,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
         delayedBatch = try c.decodeIfPresent(Int.self, forKey: .delayedBatch) ?? d.delayedBatch
         leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
+        gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

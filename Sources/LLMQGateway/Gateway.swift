@@ -1,0 +1,290 @@
+import Foundation
+import LLMQ
+import Logging
+import Synchronization
+
+/// The gateway's side of the wire protocol: it checks callers and capacity, pushes jobs,
+/// follows their channels through one shared subscription, and cancels them. It never runs a job.
+///
+/// Thread rules: any thread; Redis work goes through `pool` (short commands) and `hub`
+/// (subscriptions), the counters below are under their mutexes.
+public final class Gateway: Sendable {
+    /// Who is calling: the tenant of their API key and its concurrency limit.
+    public struct Caller: Sendable {
+        public var tenant: String?
+        public var limit: Int?
+    }
+
+    /// A request admitted past the limits; `release` it when the request ends.
+    public struct Lease: Sendable {
+        public var id: String
+        public var mode: String
+        public var tenant: String?
+    }
+
+    public let config: FarmConfig
+    public let keys: Keys
+    public let hub: SubscriptionHub
+    public let metrics: GatewayMetrics
+    public let readiness: Readiness
+    let apiKeys: APIKeys
+    let pool: RedisPool
+    let parser: JobParser
+    let logger: Logger
+    /// Jobs per mode waiting or running at the last sample, plus those admitted here since.
+    private let waiting = Mutex<[String: Int]>([:])
+    /// Requests holding a tenant lease, refreshed so a lost gateway's leases expire.
+    private let leases = Mutex<[String: String]>([:])
+    private let stopping = Atomic<Bool>(false)
+
+    static let leaseSeconds = 30.0
+
+    public init(config: FarmConfig, apiKeys: APIKeys, logger: Logger) throws(LLMQError) {
+        self.config = config
+        self.apiKeys = apiKeys
+        self.logger = logger
+        let url = try RedisURL(config.redis)
+        keys = Keys(prefix: config.prefix)
+        hub = SubscriptionHub(url: url, logger: logger)
+        pool = RedisPool(url: url)
+        parser = JobParser(maxBytes: config.maxJobBytes)
+        metrics = GatewayMetrics()
+        readiness = Readiness()
+    }
+
+    public func start() {
+        hub.start()
+        pool.start()
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        hub.stop()
+        pool.stop()
+    }
+
+    // MARK: callers and models
+
+    public func authenticate(_ authorization: String?) throws(GatewayError) -> Caller {
+        if apiKeys.isOpen { return Caller(tenant: nil, limit: config.gateway.tenantConcurrency > 0 ? config.gateway.tenantConcurrency : nil) }
+        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else {
+            metrics.rejected("auth")
+            throw .unauthorized("missing API key: send Authorization: Bearer KEY")
+        }
+        let key = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        guard let entry = apiKeys.lookup(key: key) else {
+            metrics.rejected("auth")
+            throw .unauthorized("incorrect API key; ask the operator of this gateway for one")
+        }
+        let limit = entry.maxConcurrent ?? config.gateway.tenantConcurrency
+        return Caller(tenant: entry.tenant, limit: limit > 0 ? limit : nil)
+    }
+
+    /// The targets of a model, as a job names it: a route, or PROVIDER/MODEL of a configured provider.
+    public func targets(of model: String) throws(GatewayError) -> [String] {
+        if let t = config.routes[model] { return t }
+        if let slash = model.firstIndex(of: "/"), config.providers[String(model[..<slash])] != nil { return [model] }
+        throw .notFound("the model \"\(model)\" is neither a route nor PROVIDER/MODEL of a configured provider; GET /v1/models lists them",
+                        code: "model_not_found")
+    }
+
+    /// Checks a job as a worker would, so a bad one is answered 400 before it is queued.
+    public func validate(_ raw: [UInt8], mode: String) throws(GatewayError) {
+        guard config.modes[mode] != nil else { throw .notFound("this farm serves no \(mode) mode", code: "mode_not_served") }
+        do {
+            _ = try parser.parse(raw, mode: mode)
+        } catch {
+            throw .badRequest(error.error.message, code: "invalid_job")
+        }
+    }
+
+    // MARK: admission
+
+    private enum Decision: Sendable {
+        case admitted
+        case coolingDown(Int)
+        case tenantFull(Int)
+        case modeFull(Int)
+    }
+
+    /// Admits a request and pushes its job (`raw`, when given) in one trip to a Redis thread:
+    /// some target of the route not cooling down, its tenant under its concurrency limit
+    /// (counted in Redis across gateways), then the waiting work of its mode under the limit.
+    /// The tenant comes first, so a tenant over its own limit hears 429 whatever the load.
+    public func admit(id: String, mode: String, targets: [String], caller: Caller, push raw: [UInt8]? = nil) async throws(GatewayError) -> Lease {
+        let g = config.gateway
+        let providers = Array(Set(targets.compactMap { t in t.firstIndex(of: "/").map { String(t[..<$0]) } })).sorted()
+        let cooldownKeys = providers.map { keys.cooldown($0) }
+        let tenantKey = tenantActiveKey(caller.tenant ?? "default")
+        let limit = caller.limit
+        let waitingLimit = g.waitingLimit(mode)
+        let queue = keys.queue(mode)
+        let now = Date().timeIntervalSince1970
+        let decision: Decision = try await redis { [self] c throws(LLMQError) in
+            for k in cooldownKeys { try c.append(["PTTL", k]) }
+            if limit != nil {
+                try c.append(["ZREMRANGEBYSCORE", tenantKey, "-inf", String(Int(now * 1000))])
+                try c.append(["ZADD", tenantKey, String(Int((now + Self.leaseSeconds) * 1000)), id])
+                try c.append(["ZCARD", tenantKey])
+            }
+            var ttls: [Int] = []
+            for _ in cooldownKeys { ttls.append(try c.reply().integer ?? -2) }
+            var active = 0
+            if limit != nil {
+                _ = try c.reply()
+                _ = try c.reply()
+                active = try c.reply().integer ?? 0
+            }
+            var decision = Decision.admitted
+            if !ttls.isEmpty && ttls.allSatisfy({ $0 > 0 || $0 == -1 }) {
+                decision = .coolingDown(max(1, Int((Double(ttls.filter { $0 > 0 }.min() ?? 1000) / 1000).rounded(.up))))
+            } else if let limit, active > limit {
+                decision = .tenantFull(limit)
+            } else if let waitingLimit {
+                let over: Bool = waiting.withLock { w in
+                    if w[mode, default: 0] >= waitingLimit { return true }
+                    w[mode, default: 0] += 1  // counted here until the next sample sees the job in Redis
+                    return false
+                }
+                if over { decision = .modeFull(waitingLimit) }
+            }
+            if case .admitted = decision {
+                if let raw {
+                    let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
+                    if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
+                }
+            } else if limit != nil {
+                try c.command(["ZREM", tenantKey, id])
+            }
+            return decision
+        }
+        switch decision {
+        case .admitted:
+            if limit != nil { leases.withLock { $0[id] = tenantKey } }
+            return Lease(id: id, mode: mode, tenant: caller.tenant)
+        case .coolingDown(let wait):
+            metrics.rejected("cooldown")
+            throw .unavailable("every target of \(targets.joined(separator: ", ")) is cooling down after upstream failures; retry after \(wait) s",
+                               retryAfter: wait, code: "upstream_unavailable")
+        case .tenantFull(let n):
+            metrics.rejected("tenant")
+            throw GatewayError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited",
+                               "tenant \(caller.tenant ?? "default") already runs \(n) requests at once (its limit); retry when one finishes",
+                               retryAfter: 1)
+        case .modeFull(let n):
+            metrics.rejected("admission")
+            throw .unavailable("the \(mode) queue holds \(n) or more jobs waiting or running (gateway.max_waiting); retry later",
+                               retryAfter: g.retryAfterS)
+        }
+    }
+
+    /// Ends a request's tenant lease.
+    public func release(_ lease: Lease) async {
+        guard let key = leases.withLock({ $0.removeValue(forKey: lease.id) }) else { return }
+        await releaseTenant(id: lease.id, key: key)
+    }
+
+    private func releaseTenant(id: String, key: String) async {
+        _ = try? await redis { c throws(LLMQError) in try c.command(["ZREM", key, id]) }
+    }
+
+    func tenantActiveKey(_ tenant: String) -> String { "\(keys.prefix):gateway:tenant:\(tenant):active" }
+
+    // MARK: jobs
+
+    /// LPUSHes a job (subscribe to its channel first when every line must be seen).
+    public func push(_ raw: [UInt8], mode: String) async throws(GatewayError) {
+        let queue = keys.queue(mode)
+        try await redis { c throws(LLMQError) in
+            let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
+            if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
+        }
+    }
+
+    /// Asks the farm to cancel a request, queued or running (SET the flag, PUBLISH the id).
+    public func cancel(id: String) async throws(GatewayError) {
+        let flag = keys.cancel(id)
+        let channel = keys.cancelChannel
+        try await redis { c throws(LLMQError) in
+            try c.append(["SET", flag, "1", "EX", "3600"])
+            try c.append(["PUBLISH", channel, id])
+            _ = try c.reply()
+            _ = try c.reply()
+        }
+        metrics.cancelled()
+    }
+
+    /// Runs Redis commands on a pool thread; Redis trouble becomes a 503.
+    func redis<T: Sendable>(_ body: @escaping @Sendable (RedisConnection) throws(LLMQError) -> T) async throws(GatewayError) -> T {
+        do {
+            return try await pool.run(body)
+        } catch {
+            throw .unavailable("Redis did not answer: \(error.message)", retryAfter: config.gateway.retryAfterS, code: "redis_unavailable")
+        }
+    }
+
+    // MARK: background work
+
+    /// Samples waiting work per mode and refreshes tenant leases until the gateway stops.
+    public func runSampler() async {
+        let modes = config.modes.keys.sorted()
+        let keys = self.keys
+        var lastRefresh = Date.distantPast
+        while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+            do throws(LLMQError) {
+                let counts: [String: Int] = try await pool.run { c throws(LLMQError) in try Gateway.sample(c, keys: keys, modes: modes) }
+                waiting.withLock { $0 = counts }
+                readiness.probed(redisReachable: true)
+                for (m, n) in counts { metrics.waiting(mode: m, n) }
+            } catch {
+                readiness.probed(redisReachable: false)
+            }
+            metrics.subscriptions(hub.channelCount)
+            if Date().timeIntervalSince(lastRefresh) > Self.leaseSeconds / 3 {
+                lastRefresh = Date()
+                let held = leases.withLock { $0 }
+                if !held.isEmpty {
+                    let expiry = String(Int((Date().timeIntervalSince1970 + Self.leaseSeconds) * 1000))
+                    _ = try? await pool.run { c throws(LLMQError) in
+                        for (id, key) in held { try c.append(["ZADD", key, "XX", expiry, id]) }
+                        for _ in held { _ = try c.reply() }
+                    }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(Int(config.gateway.sampleIntervalS * 1000)))
+        }
+    }
+
+    /// Pending + in-flight + delayed jobs of each mode. In-flight lists are found through the
+    /// worker registry, not SCAN, whose cost grows with every key in the database.
+    static func sample(_ c: RedisConnection, keys: Keys, modes: [String]) throws(LLMQError) -> [String: Int] {
+        let workers = (try c.command(["ZRANGE", keys.workers, "0", "-1"]).array ?? []).compactMap(\.string)
+        for m in modes {
+            try c.append(["LLEN", keys.queue(m)])
+            try c.append(["ZCARD", "\(keys.prefix):{\(m)}:delayed"])
+            for w in workers { try c.append(["LLEN", keys.inflight(m, worker: w)]) }
+        }
+        var out: [String: Int] = [:]
+        for m in modes {
+            var n = 0
+            for _ in 0..<(2 + workers.count) {
+                let r = try c.reply()
+                if case .error(let e) = r { throw .redis(e) }
+                n += r.integer ?? 0
+            }
+            out[m] = n
+        }
+        return out
+    }
+
+    /// A new request id, `PREFIX-` and 24 random hex digits.
+    public static func newID(_ prefix: String) -> String {
+        var g = SystemRandomNumberGenerator()
+        let a = g.next() as UInt64, b = g.next() as UInt32
+        return prefix + "-" + String(a, radix: 16).leftPad(16) + String(b, radix: 16).leftPad(8)
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}
