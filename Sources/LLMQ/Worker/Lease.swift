@@ -68,10 +68,8 @@ public final class Lease: Sendable {
         }
     }
 
-    private static func fenceAfterOf(_ s: State) -> UInt64 { s.fenceAfter }
-
     private static func fence(_ s: inout State, now: UInt64) -> Bool {
-        guard !s.recovering, now > s.renewedAt, now - s.renewedAt >= Lease.fenceAfterOf(s) else { return false }
+        guard !s.recovering, now > s.renewedAt, now - s.renewedAt >= s.fenceAfter else { return false }
         s.epoch += 1
         s.recovering = true
         return true
