@@ -249,16 +249,7 @@ import Testing
         for id in ids {
             let evs = all[id]!
             #expect(evs.last?.type == "done", "\(id): \(evs.map(\.type))")
-            #expect(evs.filter(\.isTerminal).count == 1)
-            // Each attempt counts seq from 0 without gaps; a new attempt after output is announced by retry.
-            var expected = 0
-            for e in evs {
-                if e.type == "start" && e.seq == 0 && expected != 0 {
-                    Issue.record("\(id): a new attempt began without a retry event: \(evs.map(\.raw))")
-                }
-                #expect(e.seq == expected, "\(id): \(evs.map(\.raw))")
-                expected = e.type == "retry" ? 0 : expected + 1
-            }
+            LifecycleFarmTests.checkAttempts(id, evs)
             if let r = evs.first(where: { $0.type == "retry" }) {
                 retried += 1
                 #expect(r["reason"] == "worker_lost" && r["attempt"] == 2)
