@@ -18,7 +18,7 @@ public final class Gateway: Sendable {
     /// A request admitted past the limits; `release` it when the request ends.
     public struct Lease: Sendable {
         public var id: String
-        public var mode: String
+        public var mode: Mode
         public var tenant: String?
     }
 
@@ -32,7 +32,7 @@ public final class Gateway: Sendable {
     let parser: JobParser
     let logger: Logger
     /// Jobs per mode waiting or running at the last sample, plus those admitted here since.
-    private let waiting = Mutex<[String: Int]>([:])
+    private let waiting = Mutex<[Mode: Int]>([:])
     /// Requests holding a tenant lease, refreshed so a lost gateway's leases expire.
     private let leases = Mutex<[String: String]>([:])
     private let stopping = Atomic<Bool>(false)
@@ -89,7 +89,7 @@ public final class Gateway: Sendable {
     }
 
     /// Checks a job as a worker would, so a bad one is answered 400 before it is queued.
-    public func validate(_ raw: [UInt8], mode: String) throws(GatewayError) {
+    public func validate(_ raw: [UInt8], mode: Mode) throws(GatewayError) {
         guard config.modes[mode] != nil else { throw .notFound("this farm serves no \(mode) mode", code: "mode_not_served") }
         do {
             _ = try parser.parse(raw, mode: mode)
@@ -111,7 +111,7 @@ public final class Gateway: Sendable {
     /// some target of the route not cooling down, its tenant under its concurrency limit
     /// (counted in Redis across gateways), then the waiting work of its mode under the limit.
     /// The tenant comes first, so a tenant over its own limit hears 429 whatever the load.
-    public func admit(id: String, mode: String, targets: [String], caller: Caller, push raw: [UInt8]? = nil) async throws(GatewayError) -> Lease {
+    public func admit(id: String, mode: Mode, targets: [String], caller: Caller, push raw: [UInt8]? = nil) async throws(GatewayError) -> Lease {
         let g = config.gateway
         let providers = Array(Set(targets.compactMap { t in t.firstIndex(of: "/").map { String(t[..<$0]) } })).sorted()
         let cooldownKeys = providers.map { keys.cooldown($0) }
@@ -193,7 +193,7 @@ public final class Gateway: Sendable {
     // MARK: jobs
 
     /// LPUSHes a job (subscribe to its channel first when every line must be seen).
-    public func push(_ raw: [UInt8], mode: String) async throws(GatewayError) {
+    public func push(_ raw: [UInt8], mode: Mode) async throws(GatewayError) {
         let queue = keys.queue(mode)
         try await redis { c throws(LLMQError) in
             let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
@@ -232,7 +232,7 @@ public final class Gateway: Sendable {
         var lastRefresh = Date.distantPast
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
             do throws(LLMQError) {
-                let counts: [String: Int] = try await pool.run { c throws(LLMQError) in try Gateway.sample(c, keys: keys, modes: modes) }
+                let counts: [Mode: Int] = try await pool.run { c throws(LLMQError) in try Gateway.sample(c, keys: keys, modes: modes) }
                 waiting.withLock { $0 = counts }
                 readiness.probed(redisReachable: true)
                 for (m, n) in counts { metrics.waiting(mode: m, n) }
@@ -257,14 +257,14 @@ public final class Gateway: Sendable {
 
     /// Pending + in-flight + delayed jobs of each mode. In-flight lists are found through the
     /// worker registry, not SCAN, whose cost grows with every key in the database.
-    static func sample(_ c: RedisConnection, keys: Keys, modes: [String]) throws(LLMQError) -> [String: Int] {
+    static func sample(_ c: RedisConnection, keys: Keys, modes: [Mode]) throws(LLMQError) -> [Mode: Int] {
         let workers = (try c.command(["ZRANGE", keys.workers, "0", "-1"]).array ?? []).compactMap(\.string)
         for m in modes {
             try c.append(["LLEN", keys.queue(m)])
             try c.append(["ZCARD", "\(keys.prefix):{\(m)}:delayed"])
             for w in workers { try c.append(["LLEN", keys.inflight(m, worker: w)]) }
         }
-        var out: [String: Int] = [:]
+        var out: [Mode: Int] = [:]
         for m in modes {
             var n = 0
             for _ in 0..<(2 + workers.count) {

@@ -1,3 +1,4 @@
+import LLMQ
 import Prometheus
 
 /// The gateway's Prometheus metrics, on a registry of its own served at /metrics.
@@ -44,8 +45,8 @@ public final class GatewayMetrics: Sendable {
         registry.makeGauge(descriptor: descriptor("llmq_gateway_subscriptions")).set(Double(n))
     }
 
-    public func waiting(mode: String, _ n: Int) {
-        registry.makeGauge(descriptor: descriptor("llmq_gateway_waiting_jobs"), labels: [("mode", mode)]).set(Double(n))
+    public func waiting(mode: Mode, _ n: Int) {
+        registry.makeGauge(descriptor: descriptor("llmq_gateway_waiting_jobs"), labels: [("mode", mode.rawValue)]).set(Double(n))
     }
 
     public func clientLeft() {

@@ -6,7 +6,7 @@ struct OpenAIRequest: Sendable {
     enum Kind: Sendable { case chat, completion, embedding }
 
     var kind: Kind
-    var mode: String
+    var mode: Mode
     var model: String
     var stream: Bool
     var includeUsage: Bool
@@ -33,7 +33,7 @@ struct OpenAIRequest: Sendable {
         var job: [String: JSONValue] = ["id": .string(id), "model": .string(model)]
         var params: [String: JSONValue] = [:]
         var extra: [String: JSONValue] = [:]
-        let mode: String
+        let mode: Mode
         switch kind {
         case .chat:
             mode = "chat"

@@ -160,7 +160,7 @@ struct RequestsEndpoint: Sendable {
             let caller = try gateway.authenticate(request.headers[.authorization])
             let body = try await request.collectBody(upTo: gateway.config.maxJobBytes)
             guard case .object(var job)? = try? JSONValue.parse(Array(buffer: body)) else { throw GatewayError.badRequest("the body must be one JSON object: a job") }
-            let mode = job["mode"]?.stringValue ?? (job["messages"] != nil ? "chat" : job["input"] != nil ? "embed" : job["prompt"] != nil ? "complete" : "chat")
+            let mode: Mode = job["mode"]?.stringValue.map { Mode($0) } ?? (job["messages"] != nil ? .chat : job["input"] != nil ? .embed : job["prompt"] != nil ? .complete : .chat)
             if job["id"] == nil { job["id"] = .string(Gateway.newID("job")) }
             if let tenant = caller.tenant { job["tenant"] = .string(tenant) }
             let id = job["id"]?.stringValue ?? ""
@@ -170,7 +170,7 @@ struct RequestsEndpoint: Sendable {
             // Admission applies; the tenant's count covers requests the gateway follows, not jobs left to run.
             let lease = try await gateway.admit(id: id, mode: mode, targets: targets, caller: caller, push: raw)
             await gateway.release(lease)
-            let out: JSONValue = ["id": .string(id), "mode": .string(mode), "events": .string("/v1/requests/\(id)/events")]
+            let out: JSONValue = ["id": .string(id), "mode": .string(mode.rawValue), "events": .string("/v1/requests/\(id)/events")]
             gateway.metrics.answered(endpoint: "jobs", status: 202)
             return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out.jsonBytes)))
         } catch let e as GatewayError {

@@ -54,7 +54,7 @@ public final class TestEnvironment: @unchecked Sendable {  // used from one test
     public func key(_ suffix: String) -> String { "\(prefix):\(suffix)" }
 
     /// Writes a configuration file and returns its path.
-    public func writeConfig(workers: Int = 1, modes: [String: Int] = ["chat": 8, "complete": 4, "embed": 4],
+    public func writeConfig(workers: Int = 1, modes: [Mode: Int] = ["chat": 8, "complete": 4, "embed": 4],
                             routes: [String: [String]] = [:], drainTimeout: Double = 10, extra: String = "", providers: String = "",
                             name: String = "farm.yaml") throws -> String {
         var text = """

@@ -13,7 +13,7 @@ struct DeadCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         @Option(name: .long, help: "Only this mode (default: every mode found).")
-        var mode: String?
+        var mode: Mode?
 
         @Option(name: .long, help: "Only the entries of this request id (repeatable).")
         var id: [String] = []
@@ -40,7 +40,7 @@ struct DeadCommand: AsyncParsableCommand {
         func run() async throws {
             let inspector = try FarmInspector(url: try selection.client.url, keys: selection.client.keys)
             let entries = try selection.entries(inspector)
-            var shown: [String: Int] = [:]
+            var shown: [Mode: Int] = [:]
             let picked = entries.filter { e in
                 shown[e.mode, default: 0] += 1
                 return shown[e.mode]! <= limit
@@ -56,7 +56,7 @@ struct DeadCommand: AsyncParsableCommand {
             let rows = picked.map { e -> [String] in
                 let at = e.at.map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: $0)) } ?? "-"
                 let reason = e.reason.count > 100 ? String(e.reason.prefix(99)) + "…" : e.reason
-                return [at, e.mode, e.id ?? "-", e.code, e.fields["attempt"]?.intValue.map(String.init) ?? "-", reason]
+                return [at, e.mode.rawValue, e.id ?? "-", e.code, e.fields["attempt"]?.intValue.map(String.init) ?? "-", reason]
             }
             print(StatsView.table(["AT", "MODE", "REQUEST", "CODE", "ATTEMPT", "REASON"], rows, right: [4]), terminator: "")
             if picked.count < entries.count { print("(\(entries.count - picked.count) more; --limit N shows more)") }

@@ -13,7 +13,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     var model: String
 
     @Option(name: .long, help: "chat, complete or embed.")
-    var mode: String = "chat"
+    var mode: Mode = .chat
 
     @Option(name: .long, help: "Request id (default: a new random one).")
     var id: String?
@@ -45,8 +45,8 @@ struct EnqueueCommand: AsyncParsableCommand {
         let requestID = id ?? "req-\(UUID().uuidString.prefix(8).lowercased())"
         var job: [String: JSONValue] = ["id": .string(requestID), "model": .string(model)]
         switch mode {
-        case "complete": job["prompt"] = .string(prompt)
-        case "embed": job["input"] = .string(prompt)
+        case .complete: job["prompt"] = .string(prompt)
+        case .embed: job["input"] = .string(prompt)
         default:
             var messages: [JSONValue] = []
             if let system { messages.append(["role": "system", "content": .string(system)]) }

@@ -10,7 +10,7 @@ struct StatsCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     @Option(name: .long, help: "A mode to show besides those found (repeatable).")
-    var mode: [String] = []
+    var mode: [Mode] = []
 
     @Option(name: .long, help: "Jobs in flight to list.")
     var jobs: Int = 10
@@ -67,7 +67,7 @@ enum StatsView {
         let time = DateFormatter.localizedString(from: Date(timeIntervalSince1970: s.at), dateStyle: .none, timeStyle: .medium)
         var out = "llmq farm at \(url), prefix \(keys.prefix), \(time)\n\n"
         out += table(["MODE", "PENDING", "IN-FLIGHT", "DELAYED", "DUE", "NEXT DUE", "DEAD"], s.modes.map { m in
-            [m.mode, "\(m.pending)", "\(m.inflight)", "\(m.delayed)", "\(m.delayedDue)",
+            [m.mode.rawValue, "\(m.pending)", "\(m.inflight)", "\(m.delayed)", "\(m.delayedDue)",
              m.nextDueIn.map { $0 <= 0 ? "now" : "in " + duration($0) } ?? "-", "\(m.dead)"]
         }, right: [1, 2, 3, 4, 6])
         if s.delayedTotal > 0 {
@@ -85,10 +85,14 @@ enum StatsView {
         out += "\nIN FLIGHT: \(s.inflightTotal)\(s.inflightTotal > s.inflightJobs.count ? " (showing \(s.inflightJobs.count))" : "")\n"
         if !s.inflightJobs.isEmpty {
             out += table(["MODE", "WORKER", "REQUEST", "MODEL", "ATTEMPT"],
-                         s.inflightJobs.map { [$0.mode, $0.worker, $0.id, $0.model, "\($0.attempts + 1)"] }, right: [4])
+                         s.inflightJobs.map { [$0.mode.rawValue, $0.worker, $0.id, $0.model, "\($0.attempts + 1)"] }, right: [4])
         }
         out += "\nDEAD LETTERS: \(s.deadTotal)\(s.deadTotal > 0 ? "  (llmq dead list)" : "")\n"
         return out
+    }
+
+    static func byName(_ counts: [Mode: Int]) -> [String: JSONValue] {
+        Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, JSONValue.int($0.value)) })
     }
 
     static func json(_ s: FarmInspector.Snapshot, keys: Keys) -> JSONValue {
@@ -96,7 +100,7 @@ enum StatsView {
             "at": .double(s.at), "prefix": .string(keys.prefix),
             "modes": .array(s.modes.map { m in
                 [
-                    "mode": .string(m.mode), "pending": .int(m.pending), "inflight": .int(m.inflight), "dead": .int(m.dead),
+                    "mode": .string(m.mode.rawValue), "pending": .int(m.pending), "inflight": .int(m.inflight), "dead": .int(m.dead),
                     "delayed": .int(m.delayed), "delayed_due": .int(m.delayedDue),
                     "next_due_in_s": m.nextDueIn.map { .double(($0 * 1000).rounded() / 1000) } ?? .null,
                 ]
@@ -106,13 +110,13 @@ enum StatsView {
                     "id": .string(w.id), "host": .string(w.host), "pid": w.pid.map { .int($0) } ?? .null, "state": .string(w.state),
                     "heartbeat_age_s": w.heartbeatAge.map { .double(($0 * 1000).rounded() / 1000) } ?? .null,
                     "uptime_s": w.uptime.map { .double($0.rounded()) } ?? .null,
-                    "modes": .array(w.modes.map { .string($0) }),
-                    "inflight": .object(w.inflight.mapValues { .int($0) }),
-                    "capacity": .object(w.capacity.mapValues { .int($0) }),
+                    "modes": .array(w.modes.map { .string($0.rawValue) }),
+                    "inflight": .object(byName(w.inflight)),
+                    "capacity": .object(byName(w.capacity)),
                 ])
             }),
             "inflight_jobs": .array(s.inflightJobs.map {
-                ["mode": .string($0.mode), "worker": .string($0.worker), "id": .string($0.id), "model": .string($0.model), "attempt": .int($0.attempts + 1)]
+                ["mode": .string($0.mode.rawValue), "worker": .string($0.worker), "id": .string($0.id), "model": .string($0.model), "attempt": .int($0.attempts + 1)]
             }),
             "inflight_total": .int(s.inflightTotal), "dead_total": .int(s.deadTotal), "delayed_total": .int(s.delayedTotal),
         ])

@@ -26,7 +26,7 @@ import Testing
 
     static func expect(_ job: FuzzJob) -> Expectation {
         do {
-            let j = try JobParser(maxBytes: maxJobBytes).parse(job.raw, mode: job.mode)
+            let j = try JobParser(maxBytes: maxJobBytes).parse(job.raw, mode: Mode(job.mode))
             return Expectation(job: job, id: j.id, rejected: false)
         } catch {
             return Expectation(job: job, id: error.id, rejected: true)

@@ -8,11 +8,11 @@ import Testing
 @Suite struct HostileJobParserTests {
     let parser = JobParser(maxBytes: 65536)
 
-    func job(_ extra: String, mode: String = "chat") -> String {
+    func job(_ extra: String, mode: Mode = "chat") -> String {
         #"{"id":"h-1","model":"sim/m","messages":[{"role":"user","content":"x"}]\#(extra)}"#
     }
 
-    func outcome(_ text: String, mode: String = "chat") -> Result<Job, JobRejection> {
+    func outcome(_ text: String, mode: Mode = "chat") -> Result<Job, JobRejection> {
         parser.outcome(Array(text.utf8), mode: mode)
     }
 

@@ -4,7 +4,7 @@ import Testing
 @Suite struct JobParserTests {
     let parser = JobParser(maxBytes: 4096)
 
-    func reject(_ text: String, mode: String = "chat") -> JobRejection? {
+    func reject(_ text: String, mode: Mode = "chat") -> JobRejection? {
         do {
             _ = try parser.parse(Array(text.utf8), mode: mode)
             return nil

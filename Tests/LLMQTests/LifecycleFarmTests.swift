@@ -19,7 +19,7 @@ import Testing
         #expect(evs.filter(\.isTerminal).count == 1, "\(id): \(evs.map(\.raw))")
     }
 
-    static func inflightTotal(_ redis: PlainRedis, _ env: TestEnvironment, mode: String = "chat") throws -> Int {
+    static func inflightTotal(_ redis: PlainRedis, _ env: TestEnvironment, mode: Mode = "chat") throws -> Int {
         var n = 0
         for k in try redis.run("KEYS", env.key("{\(mode)}:inflight:*")).array ?? [] { n += try redis.run("LLEN", k.string!).int ?? 0 }
         return n

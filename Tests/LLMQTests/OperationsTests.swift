@@ -14,7 +14,7 @@ import Testing
     static let secretPrompt = "TOPSECRETPROMPT-7741"
 
     /// A farm configuration with /metrics on `httpPort` and two sim providers (the second for cooldowns).
-    static func config(_ env: TestEnvironment, workers: Int, httpPort: Int, modes: [String: Int], routes: [String: [String]],
+    static func config(_ env: TestEnvironment, workers: Int, httpPort: Int, modes: [Mode: Int], routes: [String: [String]],
                        drainTimeout: Double = 10, extra: String = "", name: String = "ops.yaml") throws -> String {
         var text = """
             redis: \(env.redisURL)

@@ -75,7 +75,7 @@ struct ProviderFarm {
         keyed.contains(provider) ? "\(provider)/sim:\(knobs),auth=\(key)" : "\(provider)/sim:\(knobs)"
     }
 
-    func push(_ mode: String, _ jobs: [String]) throws {
+    func push(_ mode: Mode, _ jobs: [String]) throws {
         let redis = try env.client()
         for j in jobs { try redis.run("LPUSH", env.key("{\(mode)}:queue"), j) }
     }

@@ -23,7 +23,7 @@ struct Replay: Equatable, CustomStringConvertible {
 }
 
 enum Fixture {
-    static func job(_ mode: String = "chat", _ json: String = "") -> Job {
+    static func job(_ mode: Mode = "chat", _ json: String = "") -> Job {
         let body: String
         switch mode {
         case "complete": body = #""prompt":"Say hi""#
@@ -209,7 +209,7 @@ enum Fixture {
     }
 
     @Test func truncatedStreamsAreFailures() {
-        let cases: [(ProviderKind, String, String)] = [
+        let cases: [(ProviderKind, Mode, String)] = [
             (.anthropic, "chat", ProviderTranscripts.anthropicText), (.gemini, "chat", ProviderTranscripts.geminiText),
             (.cohere, "chat", ProviderTranscripts.cohereText), (.ollama, "chat", ProviderTranscripts.ollamaChat),
             (.tgi, "complete", ProviderTranscripts.tgiStream),

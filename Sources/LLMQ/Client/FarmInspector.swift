@@ -17,7 +17,7 @@ public final class FarmInspector {
     }
 
     public struct ModeStatus: Sendable, Equatable {
-        public var mode: String
+        public var mode: Mode
         public var pending: Int
         public var inflight: Int
         public var dead: Int
@@ -37,15 +37,15 @@ public final class FarmInspector {
         /// Seconds since its last heartbeat; nil when its hash expired (lost, not yet reaped).
         public var heartbeatAge: Double?
         public var uptime: Double?
-        public var modes: [String]
+        public var modes: [Mode]
         /// Jobs it holds per mode (its in-flight lists).
-        public var inflight: [String: Int]
+        public var inflight: [Mode: Int]
         /// Permits per mode, when the worker publishes them (`capacity_MODE`).
-        public var capacity: [String: Int]
+        public var capacity: [Mode: Int]
     }
 
     public struct InflightJob: Sendable {
-        public var mode: String
+        public var mode: Mode
         public var worker: String
         public var id: String
         public var model: String
@@ -65,11 +65,11 @@ public final class FarmInspector {
 
     /// Modes worth looking at: the ones given, the protocol's three, those live
     /// workers serve, and those with a queue, delayed set or dead list in Redis.
-    public func modes(including given: [String] = []) throws(LLMQError) -> [String] {
-        var found = Set(given + ["chat", "complete", "embed"])
+    public func modes(including given: [Mode] = []) throws(LLMQError) -> [Mode] {
+        var found = Set(given + [.chat, .complete, .embed])
         for w in try workerIDs() {
             if let m = try connection.command(["HGET", keys.worker(w), "modes"]).string {
-                for mode in m.split(separator: ",") { found.insert(String(mode)) }
+                for mode in m.split(separator: ",") { found.insert(Mode(String(mode))) }
             }
         }
         // Bounded: a Redis holding millions of request keys is not walked in full.
@@ -81,7 +81,7 @@ public final class FarmInspector {
                 guard let key = k.string else { continue }
                 for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
                     let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
-                    if Job.isValidID(String(inner)) { found.insert(String(inner)) }
+                    if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
                 }
             }
             cursor = parts[0].string ?? "0"
@@ -94,7 +94,7 @@ public final class FarmInspector {
         (try connection.command(["ZRANGE", keys.workers, "0", "-1"]).array ?? []).compactMap(\.string)
     }
 
-    public func snapshot(modes: [String], jobLimit: Int = 20) throws(LLMQError) -> Snapshot {
+    public func snapshot(modes: [Mode], jobLimit: Int = 20) throws(LLMQError) -> Snapshot {
         let now = Clock.unixTime()
         let ids = try workerIDs()
         var workers: [WorkerStatus] = []
@@ -102,13 +102,13 @@ public final class FarmInspector {
             let h = try connection.command(["HGETALL", keys.worker(id)]).array ?? []
             var f: [String: String] = [:]
             for i in stride(from: 0, to: h.count - 1, by: 2) { f[h[i].string ?? ""] = h[i + 1].string ?? "" }
-            var capacity: [String: Int] = [:]
-            for (k, v) in f where k.hasPrefix("capacity_") { capacity[String(k.dropFirst(9))] = Int(v) }
+            var capacity: [Mode: Int] = [:]
+            for (k, v) in f where k.hasPrefix("capacity_") { capacity[Mode(String(k.dropFirst(9)))] = Int(v) }
             let beat = f["heartbeat"].flatMap(Double.init)
             workers.append(WorkerStatus(
                 id: id, host: f["host"] ?? "?", pid: f["pid"].flatMap { Int($0) }, state: f.isEmpty ? "lost" : (f["state"] ?? "?"),
                 heartbeatAge: beat.map { max(0, now - $0) }, uptime: f["started"].flatMap(Double.init).map { now - $0 },
-                modes: (f["modes"] ?? "").split(separator: ",").map(String.init), inflight: [:], capacity: capacity))
+                modes: (f["modes"] ?? "").split(separator: ",").map { Mode(String($0)) }, inflight: [:], capacity: capacity))
         }
         var statuses: [ModeStatus] = []
         var jobs: [InflightJob] = []
@@ -150,7 +150,7 @@ public final class FarmInspector {
     // MARK: dead letters
 
     public struct DeadEntry: Sendable {
-        public var mode: String
+        public var mode: Mode
         /// The entry exactly as stored, to remove it.
         public var raw: [UInt8]
         public var fields: [String: JSONValue]
@@ -162,7 +162,7 @@ public final class FarmInspector {
     }
 
     /// Entries of a mode's dead-letter list, newest first.
-    public func deadEntries(mode: String, limit: Int = -1) throws(LLMQError) -> [DeadEntry] {
+    public func deadEntries(mode: Mode, limit: Int = -1) throws(LLMQError) -> [DeadEntry] {
         let r = try connection.command(["LRANGE", keys.dead(mode), "0", String(limit < 0 ? -1 : limit - 1)])
         return (r.array ?? []).compactMap { v in
             guard let b = v.bytes else { return nil }
@@ -214,7 +214,7 @@ public final class FarmInspector {
     }
 
     /// Empties a mode's dead-letter list; returns how many entries it held.
-    public func purgeAll(mode: String) throws(LLMQError) -> Int {
+    public func purgeAll(mode: Mode) throws(LLMQError) -> Int {
         try connection.append(["MULTI"])
         try connection.append(["LLEN", keys.dead(mode)])
         try connection.append(["DEL", keys.dead(mode)])

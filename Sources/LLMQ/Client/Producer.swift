@@ -8,11 +8,11 @@ public struct Producer {
         self.keys = keys
     }
 
-    public func push(_ job: JSONValue, mode: String) throws(LLMQError) {
+    public func push(_ job: JSONValue, mode: Mode) throws(LLMQError) {
         try push(raw: job.jsonBytes, mode: mode)
     }
 
-    public func push(raw: [UInt8], mode: String) throws(LLMQError) {
+    public func push(raw: [UInt8], mode: Mode) throws(LLMQError) {
         let r = try connection.command([Array("LPUSH".utf8), Array(keys.queue(mode).utf8), raw])
         if case .error(let e) = r { throw .redis("LPUSH \(keys.queue(mode)) failed: \(e)") }
     }

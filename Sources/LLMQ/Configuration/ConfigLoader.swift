@@ -80,7 +80,7 @@ public enum ConfigLoader {
         try TracingConfig.validate(c.tracing, bad: bad)
         guard !c.modes.isEmpty else { throw bad("modes", "must name at least one mode") }
         for (mode, m) in c.modes {
-            guard Job.isValidID(mode) else { throw bad("modes.\(mode)", "is not a valid mode name (A-Z a-z 0-9 . _ : -)") }
+            guard Job.isValidID(mode.rawValue) else { throw bad("modes.\(mode)", "is not a valid mode name (A-Z a-z 0-9 . _ : -)") }
             guard m.concurrency >= 1 && m.concurrency <= 10000 else {
                 throw bad("modes.\(mode).concurrency", "must be from 1 to 10000, got \(m.concurrency)")
             }

@@ -20,7 +20,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Backoff between attempts: first delay and cap, seconds (full jitter, Retry-After honoured).
     public var retryBaseS: Double = 0.25
     public var retryMaxS: Double = 10
-    public var modes: [String: ModeConfig] = FarmConfig.defaultModes
+    public var modes: [Mode: ModeConfig] = FarmConfig.defaultModes
     public var providers: [String: ProviderConfig] = [:]
     public var routes: [String: [String]] = [:]
     public var logLevel: String = "info"
@@ -39,7 +39,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var leaseTTLS: Double = 5
     public var gateway: GatewayConfig = GatewayConfig()
 
-    public static let defaultModes: [String: ModeConfig] = [
+    public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
     ]
 
@@ -80,7 +80,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         maxOutputBytes = try c.decodeIfPresent(Int.self, forKey: .maxOutputBytes) ?? d.maxOutputBytes
         retryBaseS = try c.decodeIfPresent(Double.self, forKey: .retryBaseS) ?? d.retryBaseS
         retryMaxS = try c.decodeIfPresent(Double.self, forKey: .retryMaxS) ?? d.retryMaxS
-        modes = try c.decodeIfPresent([String: ModeConfig].self, forKey: .modes) ?? d.modes
+        modes = try c.decodeIfPresent([Mode: ModeConfig].self, forKey: .modes) ?? d.modes
         providers = try c.decodeIfPresent([String: ProviderConfig].self, forKey: .providers) ?? d.providers
         routes = try c.decodeIfPresent([String: [String]].self, forKey: .routes) ?? d.routes
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel

@@ -11,7 +11,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     /// Requests one tenant may have running at once across all gateways; 0 is no limit. A key's own limit wins.
     public var tenantConcurrency: Int = 0
     /// Most jobs of a mode waiting or running (pending + in-flight + delayed) before new ones get 503; 0 is no limit.
-    public var maxWaiting: [String: Int] = [:]
+    public var maxWaiting: [Mode: Int] = [:]
     /// Limit for modes `max_waiting` does not name; 0 is no limit.
     public var maxWaitingDefault: Int = 10000
     /// Retry-After sent with a 503 from admission control, seconds.
@@ -43,7 +43,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         keysFile = try c.decodeIfPresent(String.self, forKey: .keysFile)
         keysEnv = try c.decodeIfPresent(String.self, forKey: .keysEnv) ?? d.keysEnv
         tenantConcurrency = try c.decodeIfPresent(Int.self, forKey: .tenantConcurrency) ?? d.tenantConcurrency
-        maxWaiting = try c.decodeIfPresent([String: Int].self, forKey: .maxWaiting) ?? d.maxWaiting
+        maxWaiting = try c.decodeIfPresent([Mode: Int].self, forKey: .maxWaiting) ?? d.maxWaiting
         maxWaitingDefault = try c.decodeIfPresent(Int.self, forKey: .maxWaitingDefault) ?? d.maxWaitingDefault
         retryAfterS = try c.decodeIfPresent(Int.self, forKey: .retryAfterS) ?? d.retryAfterS
         requestTimeoutS = try c.decodeIfPresent(Double.self, forKey: .requestTimeoutS) ?? d.requestTimeoutS
@@ -55,7 +55,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     }
 
     /// The waiting-work limit of one mode; nil when there is none.
-    public func waitingLimit(_ mode: String) -> Int? {
+    public func waitingLimit(_ mode: Mode) -> Int? {
         let n = maxWaiting[mode] ?? maxWaitingDefault
         return n > 0 ? n : nil
     }

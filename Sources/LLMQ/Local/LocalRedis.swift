@@ -1,5 +1,8 @@
 import Foundation
 import Synchronization
+// For SOCK_STREAM and SOCK_CLOEXEC: Foundation alone exposes them only when
+// another file of the same compiler batch has loaded <sys/socket.h>.
+import CCurl
 
 /// A private redis-server on a free loopback port, for `llmq dev` and tests.
 public final class LocalRedis: Sendable {

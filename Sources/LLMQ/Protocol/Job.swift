@@ -4,7 +4,7 @@ import Foundation
 public struct Job: Sendable {
     public var id: String
     public var model: String
-    public var mode: String
+    public var mode: Mode
     /// Chat messages as given (OpenAI style); providers map them to their own form.
     public var messages: [JSONValue]
     public var prompt: String?
@@ -108,11 +108,11 @@ public struct JobParser: Sendable {
 
     /// `parse` as a value, for a fetcher that parses each job once as it takes it
     /// (for `not_before`, `deadline`, the cancel check) and hands the outcome to the runner.
-    public func outcome(_ raw: [UInt8], mode: String) -> Result<Job, JobRejection> {
+    public func outcome(_ raw: [UInt8], mode: Mode) -> Result<Job, JobRejection> {
         do { return .success(try parse(raw, mode: mode)) } catch { return .failure(error) }
     }
 
-    public func parse(_ raw: [UInt8], mode: String) throws(JobRejection) -> Job {
+    public func parse(_ raw: [UInt8], mode: Mode) throws(JobRejection) -> Job {
         guard raw.count <= maxBytes else {
             throw reject(
                 Self.peekID(raw),
@@ -152,7 +152,7 @@ public struct JobParser: Sendable {
         }
         if let m = o["mode"] {
             guard let ms = m.stringValue else { throw fail("\"mode\" must be a string, got \(m.typeName)") }
-            guard ms == mode else { throw fail("\"mode\" is \(Self.quoted(ms)) but the job was pushed on the \"\(mode)\" queue") }
+            guard ms == mode.rawValue else { throw fail("\"mode\" is \(Self.quoted(ms)) but the job was pushed on the \"\(mode)\" queue") }
         }
         var job = Job(
             id: id, model: model, mode: mode, messages: [], prompt: nil, input: [], params: .init(),
@@ -192,7 +192,7 @@ public struct JobParser: Sendable {
             }
         }
         switch mode {
-        case "chat":
+        case .chat:
             if job.messages.isEmpty {
                 if let prompt = job.prompt {
                     job.messages = [["role": "user", "content": .string(prompt)]]
@@ -200,9 +200,9 @@ public struct JobParser: Sendable {
                     throw fail("a chat job needs \"messages\", a non-empty list of {role, content}")
                 }
             }
-        case "complete":
+        case .complete:
             if job.prompt == nil { throw fail("a complete job needs \"prompt\", a string") }
-        case "embed":
+        case .embed:
             if job.input.isEmpty { throw fail("an embed job needs \"input\", a string or a list of strings") }
         default: break
         }

@@ -9,12 +9,12 @@ public struct Keys: Sendable, Hashable {
         self.prefix = prefix
     }
 
-    public func queue(_ mode: String) -> String { "\(prefix):{\(mode)}:queue" }
-    public func inflight(_ mode: String, worker: String) -> String { "\(prefix):{\(mode)}:inflight:\(worker)" }
-    public func inflightPattern(_ mode: String) -> String { "\(prefix):{\(mode)}:inflight:*" }
-    public func dead(_ mode: String) -> String { "\(prefix):{\(mode)}:dead" }
+    public func queue(_ mode: Mode) -> String { "\(prefix):{\(mode)}:queue" }
+    public func inflight(_ mode: Mode, worker: String) -> String { "\(prefix):{\(mode)}:inflight:\(worker)" }
+    public func inflightPattern(_ mode: Mode) -> String { "\(prefix):{\(mode)}:inflight:*" }
+    public func dead(_ mode: Mode) -> String { "\(prefix):{\(mode)}:dead" }
     /// Jobs of a mode waiting for a time (retry backoff, cooldown, `not_before`), scored by due time in Unix ms.
-    public func delayed(_ mode: String) -> String { "\(prefix):{\(mode)}:delayed" }
+    public func delayed(_ mode: Mode) -> String { "\(prefix):{\(mode)}:delayed" }
     public func tokens(_ id: String) -> String { "\(prefix):{\(id)}:tokens" }
     public func log(_ id: String) -> String { "\(prefix):{\(id)}:log" }
     public func result(_ id: String) -> String { "\(prefix):{\(id)}:result" }

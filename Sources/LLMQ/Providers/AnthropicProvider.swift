@@ -20,7 +20,7 @@ public struct AnthropicProvider: Provider {
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
-        guard job.mode != "embed" else {
+        guard job.mode != .embed else {
             throw LLMQError(.badRequest, "\(name) (anthropic) has no embeddings API; route embed jobs to a provider that has one (openai, gemini, cohere, ollama)")
         }
         let chat = try ChatRequest(job: job, provider: name)

@@ -64,7 +64,7 @@ public struct ChatRequest: Sendable {
     public init(job: Job, provider: String) throws(LLMQError) {
         func bad(_ what: String) -> LLMQError { LLMQError(.badRequest, "\(what) (provider \(provider))") }
         var messages: [Message] = []
-        if job.mode == "chat" || job.prompt == nil {
+        if job.mode == .chat || job.prompt == nil {
             for (i, m) in job.messages.enumerated() {
                 guard let o = m.objectValue, let role = o["role"]?.stringValue else { throw bad("messages[\(i)] must be {role, content}") }
                 var msg = Message(role: role, parts: [], toolCalls: [], toolCallID: o["tool_call_id"]?.stringValue, name: o["name"]?.stringValue)

@@ -14,7 +14,7 @@ public struct CohereProvider: Provider {
     }
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
-        if job.mode == "embed" {
+        if job.mode == .embed {
             var body: [String: JSONValue] = [
                 "model": .string(model), "texts": .array(job.input.map { .string($0) }),
                 "input_type": "search_document", "embedding_types": ["float"],
@@ -82,7 +82,7 @@ public struct CohereProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        if job.mode == "embed" {
+        if job.mode == .embed {
             let provider = name
             return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let e = s.member(top, "embeddings"), let vectors = s.member(e, "float"), s.isArray(vectors) else {

@@ -22,7 +22,7 @@ public struct GeminiProvider: Provider {
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         let m = Self.modelPath(model)
-        if job.mode == "embed" {
+        if job.mode == .embed {
             let requests: [JSONValue] = job.input.map { text in
                 var r: [String: JSONValue] = ["model": .string("models/\(m)"), "content": ["parts": [["text": .string(text)]]]]
                 job.params.mergeExtra(into: &r)  // taskType, outputDimensionality … apply to every input
@@ -112,7 +112,7 @@ public struct GeminiProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        if job.mode == "embed" {
+        if job.mode == .embed {
             let provider = name
             return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let list = s.member(top, "embeddings"), s.isArray(list) else {

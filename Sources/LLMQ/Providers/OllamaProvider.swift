@@ -19,10 +19,10 @@ public struct OllamaProvider: Provider {
         var body: [String: JSONValue] = ["model": .string(model)]
         let path: String
         switch job.mode {
-        case "embed":
+        case .embed:
             path = "/api/embed"
             body["input"] = .array(job.input.map { .string($0) })
-        case "complete":
+        case .complete:
             path = "/api/generate"
             body["prompt"] = .string(job.prompt ?? "")
             body["stream"] = true
@@ -42,7 +42,7 @@ public struct OllamaProvider: Provider {
             }
             if let f = try format(chat.output) { body["format"] = f }
         }
-        if job.mode != "embed" {
+        if job.mode != .embed {
             var options: [String: JSONValue] = [:]
             let p = job.params
             if let v = maxTokens(job) { options["num_predict"] = .int(v) }
@@ -58,7 +58,7 @@ public struct OllamaProvider: Provider {
         extra.extra["options"] = nil
         extra.mergeExtra(into: &body)
         return jsonRequest(url: baseURL + path, body: .object(body), auth: authHeaders, job: job, timeout: timeout,
-                           streaming: job.mode != "embed", accept: job.mode == "embed" ? nil : "application/x-ndjson")
+                           streaming: job.mode != .embed, accept: job.mode == .embed ? nil : "application/x-ndjson")
     }
 
     func format(_ output: ChatRequest.OutputFormat?) throws(LLMQError) -> JSONValue? {
@@ -102,7 +102,7 @@ public struct OllamaProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        if job.mode == "embed" {
+        if job.mode == .embed {
             let provider = name
             return JSONBodyDecoder(writer: writer, provider: name, inputs: job.input.count) { s, top, writer throws(LLMQError) in
                 guard let list = s.member(top, "embeddings"), s.isArray(list) else {

@@ -29,7 +29,7 @@ public struct OpenAIProvider: Provider {
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         let (path, body) = try self.body(job: job, model: model)
         return jsonRequest(url: preset.url(base: baseURL, path: path, model: model), body: .object(body), auth: authHeaders,
-                           job: job, timeout: timeout, streaming: job.mode != "embed")
+                           job: job, timeout: timeout, streaming: job.mode != .embed)
     }
 
     /// The endpoint path and the JSON body for a job.
@@ -37,10 +37,10 @@ public struct OpenAIProvider: Provider {
         var body: [String: JSONValue] = ["model": .string(model)]
         let path: String
         switch job.mode {
-        case "embed":
+        case .embed:
             path = "/embeddings"
             body["input"] = .array(job.input.map { .string($0) })
-        case "complete":
+        case .complete:
             path = "/completions"
             body["prompt"] = .string(job.prompt ?? "")
             body["stream"] = true
@@ -52,7 +52,7 @@ public struct OpenAIProvider: Provider {
             body["stream_options"] = ["include_usage": true]
         }
         let p = job.params
-        if job.mode != "embed" {
+        if job.mode != .embed {
             if let v = maxTokens(job) { body["max_tokens"] = .int(v) }
             if let v = p.temperature { body["temperature"] = .double(v) }
             if let v = p.topP { body["top_p"] = .double(v) }
@@ -60,7 +60,7 @@ public struct OpenAIProvider: Provider {
             if let v = p.seed { body["seed"] = .int(v) }
             if let v = p.responseFormat { body["response_format"] = v }
             if let v = p.tools {
-                guard job.mode == "chat" else { throw LLMQError(.badRequest, "params.tools needs a chat job") }
+                guard job.mode == .chat else { throw LLMQError(.badRequest, "params.tools needs a chat job") }
                 body["tools"] = v
             }
             if let v = p.toolChoice { body["tool_choice"] = v }
@@ -70,7 +70,7 @@ public struct OpenAIProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        job.mode == "embed"
+        job.mode == .embed
             ? OpenAIEmbeddingDecoder(writer: writer, provider: name, inputs: job.input.count)
             : OpenAIStreamDecoder(writer: writer, provider: name)
     }

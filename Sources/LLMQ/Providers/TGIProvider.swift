@@ -19,9 +19,9 @@ public struct TGIProvider: Provider {
 
     public func makeRequest(job: Job, model: String, timeout: Double?) throws(LLMQError) -> HTTPRequest {
         switch job.mode {
-        case "embed":
+        case .embed:
             throw LLMQError(.badRequest, "\(name) (tgi) has no embeddings; serve them with text-embeddings-inference as kind openai")
-        case "complete":
+        case .complete:
             if job.params.tools != nil { throw LLMQError(.badRequest, "\(name) (tgi) takes tools in chat jobs only (its /v1 Messages API)") }
             let chat = try ChatRequest(job: job, provider: name)
             var parameters: [String: JSONValue] = ["details": true]
@@ -53,7 +53,7 @@ public struct TGIProvider: Provider {
     }
 
     public func makeDecoder(job: Job, writer: EventWriter) -> ResponseDecoder {
-        job.mode == "complete" ? TGIStreamDecoder(writer: writer, provider: name) : messagesAPI.makeDecoder(job: job, writer: writer)
+        job.mode == .complete ? TGIStreamDecoder(writer: writer, provider: name) : messagesAPI.makeDecoder(job: job, writer: writer)
     }
 
     /// TGI serves one model; `/info` names it.

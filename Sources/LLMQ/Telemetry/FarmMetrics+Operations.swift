@@ -3,18 +3,18 @@ import CoreMetrics
 /// The metrics of the operations side: what the queue sampler sees in Redis,
 /// readiness, and tracing's own health. Listed with the rest in `MetricCatalog`.
 extension FarmMetrics {
-    public static func queueOldestAge(mode: String, seconds: Double) {
-        Gauge(label: "llmq_queue_oldest_age_seconds", dimensions: [("mode", mode)]).record(seconds)
+    public static func queueOldestAge(mode: Mode, seconds: Double) {
+        Gauge(label: "llmq_queue_oldest_age_seconds", dimensions: [("mode", mode.rawValue)]).record(seconds)
     }
 
     /// Jobs of a mode in the delayed set, and how many of them have been due for a while.
-    public static func delayed(mode: String, count: Int, overdue: Int) {
-        Gauge(label: "llmq_queue_delayed_jobs", dimensions: [("mode", mode)]).record(count)
-        Gauge(label: "llmq_queue_delayed_overdue_jobs", dimensions: [("mode", mode)]).record(overdue)
+    public static func delayed(mode: Mode, count: Int, overdue: Int) {
+        Gauge(label: "llmq_queue_delayed_jobs", dimensions: [("mode", mode.rawValue)]).record(count)
+        Gauge(label: "llmq_queue_delayed_overdue_jobs", dimensions: [("mode", mode.rawValue)]).record(overdue)
     }
 
-    public static func deadLetters(mode: String, count: Int) {
-        Gauge(label: "llmq_dead_letter_jobs", dimensions: [("mode", mode)]).record(count)
+    public static func deadLetters(mode: Mode, count: Int) {
+        Gauge(label: "llmq_dead_letter_jobs", dimensions: [("mode", mode.rawValue)]).record(count)
     }
 
     public static func liveWorkers(_ n: Int) {
@@ -31,11 +31,11 @@ extension FarmMetrics {
     }
 
     /// Registers a worker's per-mode series at 0 before its first job.
-    public static func primeWorker(modes: [String: Int]) {
+    public static func primeWorker(modes: [Mode: Int]) {
         for (mode, capacity) in modes {
             permits(mode: mode, inUse: 0, capacity: capacity)
-            _ = Counter(label: "llmq_cancellations_total", dimensions: [("mode", mode)])
-            _ = Counter(label: "llmq_requeued_total", dimensions: [("mode", mode), ("reason", "drain")])
+            _ = Counter(label: "llmq_cancellations_total", dimensions: [("mode", mode.rawValue)])
+            _ = Counter(label: "llmq_requeued_total", dimensions: [("mode", mode.rawValue), ("reason", "drain")])
         }
     }
 

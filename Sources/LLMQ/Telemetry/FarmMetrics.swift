@@ -3,38 +3,38 @@ import CoreMetrics
 /// Every metric llmq emits, through the swift-metrics API; the executable
 /// chooses the backend (Prometheus). Names follow Prometheus conventions.
 public enum FarmMetrics {
-    public static func requestFinished(mode: String, provider: String, model: String, outcome: String,
+    public static func requestFinished(mode: Mode, provider: String, model: String, outcome: String,
                                        seconds: Double, ttft: Double?, promptTokens: Int?, completionTokens: Int?) {
-        let dims = [("mode", mode), ("provider", provider), ("model", model)]
+        let dims = [("mode", mode.rawValue), ("provider", provider), ("model", model)]
         Counter(label: "llmq_requests_total", dimensions: dims + [("outcome", outcome)]).increment()
-        Timer(label: "llmq_request_duration_seconds", dimensions: [("mode", mode), ("provider", provider)], preferredDisplayUnit: .seconds)
+        Timer(label: "llmq_request_duration_seconds", dimensions: [("mode", mode.rawValue), ("provider", provider)], preferredDisplayUnit: .seconds)
             .recordNanoseconds(Int64(seconds * 1e9))
         if let ttft {
-            Timer(label: "llmq_time_to_first_token_seconds", dimensions: [("mode", mode), ("provider", provider)], preferredDisplayUnit: .seconds)
+            Timer(label: "llmq_time_to_first_token_seconds", dimensions: [("mode", mode.rawValue), ("provider", provider)], preferredDisplayUnit: .seconds)
                 .recordNanoseconds(Int64(ttft * 1e9))
         }
         if let p = promptTokens, p > 0 { Counter(label: "llmq_tokens_in_total", dimensions: dims).increment(by: p) }
         if let c = completionTokens, c > 0 { Counter(label: "llmq_tokens_out_total", dimensions: dims).increment(by: c) }
     }
 
-    public static func retry(mode: String, reason: String) {
-        Counter(label: "llmq_retries_total", dimensions: [("mode", mode), ("reason", reason)]).increment()
+    public static func retry(mode: Mode, reason: String) {
+        Counter(label: "llmq_retries_total", dimensions: [("mode", mode.rawValue), ("reason", reason)]).increment()
     }
 
-    public static func fallback(mode: String, provider: String) {
-        Counter(label: "llmq_fallbacks_total", dimensions: [("mode", mode), ("provider", provider)]).increment()
+    public static func fallback(mode: Mode, provider: String) {
+        Counter(label: "llmq_fallbacks_total", dimensions: [("mode", mode.rawValue), ("provider", provider)]).increment()
     }
 
-    public static func cancelled(mode: String) {
-        Counter(label: "llmq_cancellations_total", dimensions: [("mode", mode)]).increment()
+    public static func cancelled(mode: Mode) {
+        Counter(label: "llmq_cancellations_total", dimensions: [("mode", mode.rawValue)]).increment()
     }
 
-    public static func deadLettered(mode: String, code: String) {
-        Counter(label: "llmq_dead_lettered_total", dimensions: [("mode", mode), ("code", code)]).increment()
+    public static func deadLettered(mode: Mode, code: String) {
+        Counter(label: "llmq_dead_lettered_total", dimensions: [("mode", mode.rawValue), ("code", code)]).increment()
     }
 
-    public static func requeued(mode: String, reason: String) {
-        Counter(label: "llmq_requeued_total", dimensions: [("mode", mode), ("reason", reason)]).increment()
+    public static func requeued(mode: Mode, reason: String) {
+        Counter(label: "llmq_requeued_total", dimensions: [("mode", mode.rawValue), ("reason", reason)]).increment()
     }
 
     public static func redisReconnect(component: String) {
@@ -54,15 +54,15 @@ public enum FarmMetrics {
     }
 
     /// Jobs this worker holds and permits it has free, per mode.
-    public static func permits(mode: String, inUse: Int, capacity: Int) {
-        Gauge(label: "llmq_inflight_jobs", dimensions: [("mode", mode)]).record(inUse)
-        Gauge(label: "llmq_permits_free", dimensions: [("mode", mode)]).record(capacity - inUse)
+    public static func permits(mode: Mode, inUse: Int, capacity: Int) {
+        Gauge(label: "llmq_inflight_jobs", dimensions: [("mode", mode.rawValue)]).record(inUse)
+        Gauge(label: "llmq_permits_free", dimensions: [("mode", mode.rawValue)]).record(capacity - inUse)
     }
 
     /// Pending and in-flight jobs of a mode across the farm, as seen in Redis.
-    public static func queue(mode: String, pending: Int, inflight: Int) {
-        Gauge(label: "llmq_queue_pending_jobs", dimensions: [("mode", mode)]).record(pending)
-        Gauge(label: "llmq_queue_inflight_jobs", dimensions: [("mode", mode)]).record(inflight)
-        Gauge(label: "llmq_queue_depth_jobs", dimensions: [("mode", mode)]).record(pending + inflight)
+    public static func queue(mode: Mode, pending: Int, inflight: Int) {
+        Gauge(label: "llmq_queue_pending_jobs", dimensions: [("mode", mode.rawValue)]).record(pending)
+        Gauge(label: "llmq_queue_inflight_jobs", dimensions: [("mode", mode.rawValue)]).record(inflight)
+        Gauge(label: "llmq_queue_depth_jobs", dimensions: [("mode", mode.rawValue)]).record(pending + inflight)
     }
 }

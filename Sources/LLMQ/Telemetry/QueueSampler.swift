@@ -29,7 +29,7 @@ public final class QueueSampler: Service, Sendable {
 
     let url: RedisURL
     let keys: Keys
-    let modes: [String]
+    let modes: [Mode]
     let worker: String?
     let readiness: Readiness
     let settings: Settings
@@ -37,7 +37,7 @@ public final class QueueSampler: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
 
     /// `worker`: the id of the worker this process runs, whose drain requests make it unready.
-    public init(url: RedisURL, keys: Keys, modes: [String], worker: String? = nil, readiness: Readiness,
+    public init(url: RedisURL, keys: Keys, modes: [Mode], worker: String? = nil, readiness: Readiness,
                 settings: Settings = .init(), logger: Logger) {
         self.url = url
         self.keys = keys
@@ -61,7 +61,7 @@ public final class QueueSampler: Service, Sendable {
     private func loop() {
         var connection: RedisConnection?
         var failed = false
-        var heads: [String: Head] = [:]
+        var heads: [Mode: Head] = [:]
         while !stopping.load(ordering: .sequentiallyConsistent) {
             do throws(LLMQError) {
                 if connection == nil {
@@ -87,7 +87,7 @@ public final class QueueSampler: Service, Sendable {
         }
     }
 
-    private func sample(_ c: RedisConnection, heads: inout [String: Head]) throws(LLMQError) {
+    private func sample(_ c: RedisConnection, heads: inout [Mode: Head]) throws(LLMQError) {
         let now = Clock.unixTime()
         let members = try c.command(["ZRANGE", keys.workers, "0", "-1", "WITHSCORES"]).array ?? []
         var workers: [String] = []

@@ -13,7 +13,7 @@ import Synchronization
 /// Thread rules: `nudge` and `stop` from any thread; Redis only on its own thread.
 public final class DelayedJobPromoter: Sendable {
     let keys: Keys
-    let modes: [String]
+    let modes: [Mode]
     let url: RedisURL
     let batch: Int
     let pollInterval: Double
@@ -21,7 +21,7 @@ public final class DelayedJobPromoter: Sendable {
     private let wake = Mutex<(due: UInt64, stopping: Bool)>((UInt64.max, false))
     private let signal = NSCondition()
 
-    public init(keys: Keys, modes: [String], url: RedisURL, batch: Int = 100, pollInterval: Double = 0.5, logger: Logger) {
+    public init(keys: Keys, modes: [Mode], url: RedisURL, batch: Int = 100, pollInterval: Double = 0.5, logger: Logger) {
         self.keys = keys
         self.modes = modes
         self.url = url
@@ -80,7 +80,7 @@ public final class DelayedJobPromoter: Sendable {
         }
     }
 
-    private func promote(_ mode: String, _ c: RedisConnection) throws(LLMQError) -> (moved: Int, nextDue: Double?) {
+    private func promote(_ mode: Mode, _ c: RedisConnection) throws(LLMQError) -> (moved: Int, nextDue: Double?) {
         var cmd: [UInt8] = []
         Scripts.appendEval(Scripts.promote, keys: [keys.delayed(mode), keys.queue(mode)], args: [Array(String(batch).utf8)], to: &cmd)
         try cmd.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }

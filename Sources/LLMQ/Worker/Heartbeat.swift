@@ -16,10 +16,10 @@ public final class Heartbeat: Sendable {
     let id: String
     let keys: Keys
     let url: RedisURL
-    let modes: [String]
+    let modes: [Mode]
     let settings: Settings
     let reaper: Reaper
-    let load: @Sendable () -> [String: Int]
+    let load: @Sendable () -> [Mode: Int]
     /// Called once when an operator asks this worker to drain (`llmq drain`).
     let onDrainRequest: @Sendable () -> Void
     /// The lease each heartbeat renews, and what to do before recovering after it lapsed.
@@ -29,8 +29,8 @@ public final class Heartbeat: Sendable {
     private let state = Mutex<String>("running")
     private let stopping = Atomic<Bool>(false)
 
-    public init(id: String, keys: Keys, url: RedisURL, modes: [String], settings: Settings, reaper: Reaper, logger: Logger,
-                load: @escaping @Sendable () -> [String: Int], onDrainRequest: @escaping @Sendable () -> Void = {},
+    public init(id: String, keys: Keys, url: RedisURL, modes: [Mode], settings: Settings, reaper: Reaper, logger: Logger,
+                load: @escaping @Sendable () -> [Mode: Int], onDrainRequest: @escaping @Sendable () -> Void = {},
                 lease: Lease? = nil, onLapse: @escaping @Sendable () -> Void = {}) {
         self.onDrainRequest = onDrainRequest
         self.lease = lease
@@ -76,7 +76,7 @@ public final class Heartbeat: Sendable {
                 let l = load()
                 var fields = ["HSET", keys.worker(id), "pid", String(getpid()), "host", hostname, "started", started,
                               "heartbeat", String(format: "%.3f", now), "state", state.withLock { $0 },
-                              "modes", modes.joined(separator: ",")]
+                              "modes", modes.map(\.rawValue).joined(separator: ",")]
                 for (m, n) in l.sorted(by: { $0.key < $1.key }) { fields += ["inflight_\(m)", String(n)] }
                 try c.append(fields)
                 try c.append(["PEXPIRE", keys.worker(id), String(Int(settings.ttl * 1000))])

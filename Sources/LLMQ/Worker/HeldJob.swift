@@ -10,11 +10,11 @@ import Foundation
 /// being in the in-flight list.
 public struct HeldJob: Sendable {
     public let raw: [UInt8]
-    public let mode: String
+    public let mode: Mode
     public let worker: String
     public let keys: Keys
 
-    public init(raw: [UInt8], mode: String, worker: String, keys: Keys) {
+    public init(raw: [UInt8], mode: Mode, worker: String, keys: Keys) {
         self.raw = raw
         self.mode = mode
         self.worker = worker

@@ -5,21 +5,21 @@ import Synchronization
 /// this record finds a job Redis moved but the worker never saw.
 public final class HeldJobs: Sendable {
     private struct State {
-        var held: [String: [[UInt8]: Int]] = [:]
+        var held: [Mode: [[UInt8]: Int]] = [:]
         /// Finished since a reconciliation of that mode began.
-        var finishedSince: [String: [[UInt8]: Int]] = [:]
-        var reconciling: Set<String> = []
+        var finishedSince: [Mode: [[UInt8]: Int]] = [:]
+        var reconciling: Set<Mode> = []
     }
 
     private let state = Mutex(State())
 
     public init() {}
 
-    public func add(_ raw: [UInt8], mode: String) {
+    public func add(_ raw: [UInt8], mode: Mode) {
         state.withLock { $0.held[mode, default: [:]][raw, default: 0] += 1 }
     }
 
-    public func remove(_ raw: [UInt8], mode: String) {
+    public func remove(_ raw: [UInt8], mode: Mode) {
         state.withLock { s in
             if let n = s.held[mode]?[raw] { s.held[mode]![raw] = n > 1 ? n - 1 : nil }
             if s.reconciling.contains(mode) { s.finishedSince[mode, default: [:]][raw, default: 0] += 1 }
@@ -27,7 +27,7 @@ public final class HeldJobs: Sendable {
     }
 
     /// Starts a reconciliation: call before reading the in-flight list.
-    public func beginReconcile(mode: String) {
+    public func beginReconcile(mode: Mode) {
         state.withLock { s in
             s.reconciling.insert(mode)
             s.finishedSince[mode] = [:]
@@ -35,7 +35,7 @@ public final class HeldJobs: Sendable {
     }
 
     /// The jobs in `list` (read after `beginReconcile`) that this worker does not know it holds.
-    public func orphans(in list: [[UInt8]], mode: String) -> [[UInt8]] {
+    public func orphans(in list: [[UInt8]], mode: Mode) -> [[UInt8]] {
         state.withLock { s in
             s.reconciling.remove(mode)
             var known = s.held[mode] ?? [:]

@@ -6,7 +6,7 @@ import Synchronization
 /// only while it holds a permit for each, on a thread and connection of its
 /// own (BLMOVE blocks).
 public final class JobFetcher: Sendable {
-    let mode: String
+    let mode: Mode
     let queueKey: [UInt8]
     let inflightKey: [UInt8]
     let url: RedisURL
@@ -23,7 +23,7 @@ public final class JobFetcher: Sendable {
     static let blockSeconds = "0.5"
 
     /// `deliver` gets each job with the lease epoch it was taken under and whether its cancel key was set.
-    public init(mode: String, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
+    public init(mode: Mode, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
                 deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
                 onExit: @escaping @Sendable () -> Void) {
         self.mode = mode

@@ -35,7 +35,7 @@ public struct Reaper: Sendable {
 
     /// Recovers every job of `worker` in the given modes; returns how many.
     @discardableResult
-    public func recover(worker: String, modes: [String], connection c: RedisConnection) throws(LLMQError) -> Int {
+    public func recover(worker: String, modes: [Mode], connection c: RedisConnection) throws(LLMQError) -> Int {
         let lock = "\(keys.prefix):reap:\(worker)"
         guard case .status = try c.command(["SET", lock, me, "NX", "EX", "60"]) else { return 0 }
         defer { _ = try? c.command(["DEL", lock]) }

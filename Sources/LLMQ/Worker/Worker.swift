@@ -65,8 +65,8 @@ public final class Worker: Service {
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
         // Jobs running per mode, for the gauges and the heartbeat (a fetcher waiting in BLMOVE holds a permit but no job).
-        let held = Mutex<[String: Int]>([:])
-        let holding = { @Sendable (mode: String, change: Int) in
+        let held = Mutex<[Mode: Int]>([:])
+        let holding = { @Sendable (mode: Mode, change: Int) in
             let n = held.withLock { h in
                 h[mode, default: 0] += change
                 return h[mode]!

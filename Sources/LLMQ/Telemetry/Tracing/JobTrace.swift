@@ -47,7 +47,7 @@ public final class JobTrace: @unchecked Sendable {  // used by one task at a tim
         let span = tracer.startSpan("llmq.job", context: context, ofKind: .consumer, at: start)
         span.updateAttributes { a in
             a["llmq.request_id"] = job.id
-            a["llmq.mode"] = job.mode
+            a["llmq.mode"] = job.mode.rawValue
             a["llmq.worker"] = worker
             a["llmq.route"] = job.model
             a["messaging.system"] = "redis"
