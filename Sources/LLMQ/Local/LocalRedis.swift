@@ -69,7 +69,8 @@ public final class LocalRedis: Sendable {
 /// Finds a free TCP port on loopback.
 public enum FreePort {
     public static func find() throws(LLMQError) -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        // Linux's SOCK_STREAM | SOCK_CLOEXEC: the release build (whole-module) finds neither name through Foundation or Glibc.
+        let fd = socket(AF_INET, 1 | 0o2000000, 0)
         guard fd >= 0 else { throw LLMQError(.internal, "socket() failed") }
         defer { close(fd) }
         var addr = sockaddr_in()
