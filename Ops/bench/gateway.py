@@ -5,9 +5,13 @@ side by side with LiteLLM's proxy, same upstream (ts_upstream.js), same concurre
   gateway.py --gateway http://127.0.0.1:8080 --redis-port 6379 [--prefix llmq] [--route ts]
              [--litellm http://127.0.0.1:4000 --litellm-model ts] [--n 2000] [--c 64] [--latency-n 300]
 
-Latency: one request at a time, alternating a streamed chat request through the gateway and the
-same job pushed straight to Redis by a subscriber (SUBSCRIBE, then LPUSH); TTFT is from sending
-to the first text. Throughput: N streamed chat requests, C at once, each on its own connection
+Latency: one request at a time, alternating a streamed chat request through the gateway, the
+same job pushed straight to Redis by a subscriber (SUBSCRIBE, then LPUSH), and a GET /healthz on a
+new connection (the client's HTTP floor: connecting and one request/response through asyncio, which
+the direct subscriber on its open connections does not pay); TTFT is from sending to the first text.
+`added_p50_ms` is gateway minus direct; `added_over_http_floor_p50_ms` also takes the floor off,
+leaving the gateway's own work (a streamed answer closes its connection, so a client pays the floor
+on every streamed request whatever its HTTP library). Throughput: N streamed chat requests, C at once, each on its own connection
 (the gateway closes streamed answers), requests/s = N / wall time. Plain asyncio sockets, no
 client library, so the client costs the same against either server. Prints one JSON object.
 """
@@ -43,6 +47,23 @@ async def http_stream(url, body, headers=None):
             break
     w.close()
     return ttft, time.perf_counter() - t0, ok and b" 200 " in buf[:20]
+
+
+async def http_floor(url):
+    """Seconds for a GET on a new connection, to the end of the answer."""
+    u = urllib.parse.urlsplit(url)
+    t0 = time.perf_counter()
+    r, w = await asyncio.open_connection(u.hostname, u.port)
+    w.write(f"GET /healthz HTTP/1.1\r\nHost: {u.hostname}\r\nConnection: close\r\n\r\n".encode())
+    await w.drain()
+    buf = b""
+    while b"ok\n" not in buf:
+        chunk = await r.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+    w.close()
+    return time.perf_counter() - t0
 
 
 async def resp(r):
@@ -103,7 +124,7 @@ def pct(xs, p):
 async def latency(a):
     sub = await asyncio.open_connection("127.0.0.1", a.redis_port)
     pushr, pushw = await asyncio.open_connection("127.0.0.1", a.redis_port)
-    gw, direct = [], []
+    gw, direct, floor = [], [], []
     body = {"model": a.route, "stream": True, "messages": [{"role": "user", "content": "bench"}]}
     for i in range(a.latency_n):
         t, _, ok = await http_stream(a.gateway + "/v1/chat/completions", body, a.headers)
@@ -112,9 +133,12 @@ async def latency(a):
         d = await redis_direct(a.redis_port, a.prefix, a.route, sub, pushw, pushr)
         if d is not None:
             direct.append(d * 1000)
+        floor.append(await http_floor(a.gateway) * 1000)
     return {"n": a.latency_n, "gateway_ttft_ms": {"p50": pct(gw, 50), "p90": pct(gw, 90), "p99": pct(gw, 99)},
             "redis_ttft_ms": {"p50": pct(direct, 50), "p90": pct(direct, 90), "p99": pct(direct, 99)},
-            "added_p50_ms": pct(gw, 50) - pct(direct, 50) if gw and direct else None}
+            "http_floor_ms": {"p50": pct(floor, 50), "p90": pct(floor, 90)},
+            "added_p50_ms": pct(gw, 50) - pct(direct, 50) if gw and direct else None,
+            "added_over_http_floor_p50_ms": pct(gw, 50) - pct(direct, 50) - pct(floor, 50) if gw and direct else None}
 
 
 async def throughput(url, model, n, c, headers):

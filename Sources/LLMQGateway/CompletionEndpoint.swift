@@ -44,17 +44,28 @@ struct CompletionEndpoint: Sendable {
                      endpoint: String) async throws(GatewayError) -> Response {
         let id = req.job["id"]?.stringValue ?? ""
         let sub: SubscriptionHub.Subscription
-        do {
-            sub = try await gateway.hub.subscribe(gateway.keys.tokens(id))
-        } catch {
-            throw .unavailable("cannot subscribe to the request's channel: \(error)", retryAfter: gateway.config.gateway.retryAfterS, code: "redis_unavailable")
-        }
         let lease: Gateway.Lease
-        do throws(GatewayError) {
-            lease = try await gateway.admit(id: id, mode: req.mode, targets: targets, caller: caller, push: raw)
-        } catch {
-            gateway.hub.unsubscribe(sub)
-            throw error
+        if let admitted = try gateway.admitLocally(id: id, mode: req.mode, targets: targets, caller: caller) {
+            // Nothing else to ask Redis: the hub pushes the job as soon as the subscription is confirmed.
+            do {
+                sub = try await gateway.hub.subscribe(gateway.keys.tokens(id), thenPush: .init(queue: gateway.keys.queue(req.mode), job: raw))
+            } catch {
+                throw .unavailable("cannot subscribe to the request's channel or push its job: \(error)", retryAfter: gateway.config.gateway.retryAfterS,
+                                   code: "redis_unavailable")
+            }
+            lease = admitted
+        } else {
+            do {
+                sub = try await gateway.hub.subscribe(gateway.keys.tokens(id))
+            } catch {
+                throw .unavailable("cannot subscribe to the request's channel: \(error)", retryAfter: gateway.config.gateway.retryAfterS, code: "redis_unavailable")
+            }
+            do throws(GatewayError) {
+                lease = try await gateway.admit(id: id, mode: req.mode, targets: targets, caller: caller, push: raw)
+            } catch {
+                gateway.hub.unsubscribe(sub)
+                throw error
+            }
         }
         let feed = EventFeed(sub, timeout: (req.timeoutS.map { $0 + 30 } ?? 0) + gateway.config.gateway.requestTimeoutS)
         let gateway = self.gateway

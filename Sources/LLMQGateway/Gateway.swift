@@ -35,6 +35,8 @@ public final class Gateway: Sendable {
     private let waiting = Mutex<[Mode: Int]>([:])
     /// Requests holding a tenant lease, refreshed so a lost gateway's leases expire.
     private let leases = Mutex<[String: String]>([:])
+    /// Providers cooling down at the last sample, with the end of their cooldown (nil: no expiry).
+    private let cooldowns = Mutex<[String: ContinuousClock.Instant?]>([:])
     private let stopping = Atomic<Bool>(false)
 
     static let leaseSeconds = 30.0
@@ -102,79 +104,110 @@ public final class Gateway: Sendable {
 
     private enum Decision: Sendable {
         case admitted
-        case coolingDown(Int)
         case tenantFull(Int)
         case modeFull(Int)
     }
 
     /// Admits a request and pushes its job (`raw`, when given) in one trip to a Redis thread:
-    /// some target of the route not cooling down, its tenant under its concurrency limit
-    /// (counted in Redis across gateways), then the waiting work of its mode under the limit.
-    /// The tenant comes first, so a tenant over its own limit hears 429 whatever the load.
+    /// some target of the route not cooling down (as last sampled), its tenant under its
+    /// concurrency limit (counted in Redis across gateways), then the waiting work of its mode
+    /// under the limit. The tenant comes first, so a tenant over its own limit hears 429 whatever the load.
     public func admit(id: String, mode: Mode, targets: [String], caller: Caller, push raw: [UInt8]? = nil) async throws(GatewayError) -> Lease {
-        let g = config.gateway
-        let providers = Array(Set(targets.compactMap { t in t.firstIndex(of: "/").map { String(t[..<$0]) } })).sorted()
-        let cooldownKeys = providers.map { keys.cooldown($0) }
+        if let lease = try admitLocally(id: id, mode: mode, targets: targets, caller: caller) {
+            if let raw { try await push(raw, mode: mode) }
+            return lease
+        }
         let tenantKey = tenantActiveKey(caller.tenant ?? "default")
-        let limit = caller.limit
-        let waitingLimit = g.waitingLimit(mode)
+        let limit = caller.limit ?? 0
         let queue = keys.queue(mode)
         let now = Date().timeIntervalSince1970
         let decision: Decision = try await redis { [self] c throws(LLMQError) in
-            for k in cooldownKeys { try c.append(["PTTL", k]) }
-            if limit != nil {
-                try c.append(["ZREMRANGEBYSCORE", tenantKey, "-inf", String(Int(now * 1000))])
-                try c.append(["ZADD", tenantKey, String(Int((now + Self.leaseSeconds) * 1000)), id])
-                try c.append(["ZCARD", tenantKey])
-            }
-            var ttls: [Int] = []
-            for _ in cooldownKeys { ttls.append(try c.reply().integer ?? -2) }
-            var active = 0
-            if limit != nil {
-                _ = try c.reply()
-                _ = try c.reply()
-                active = try c.reply().integer ?? 0
-            }
+            try c.append(["ZREMRANGEBYSCORE", tenantKey, "-inf", String(Int(now * 1000))])
+            try c.append(["ZADD", tenantKey, String(Int((now + Self.leaseSeconds) * 1000)), id])
+            try c.append(["ZCARD", tenantKey])
+            _ = try c.reply()
+            _ = try c.reply()
+            let active = try c.reply().integer ?? 0
             var decision = Decision.admitted
-            if !ttls.isEmpty && ttls.allSatisfy({ $0 > 0 || $0 == -1 }) {
-                decision = .coolingDown(max(1, Int((Double(ttls.filter { $0 > 0 }.min() ?? 1000) / 1000).rounded(.up))))
-            } else if let limit, active > limit {
+            if active > limit {
                 decision = .tenantFull(limit)
-            } else if let waitingLimit {
-                let over: Bool = waiting.withLock { w in
-                    if w[mode, default: 0] >= waitingLimit { return true }
-                    w[mode, default: 0] += 1  // counted here until the next sample sees the job in Redis
-                    return false
-                }
-                if over { decision = .modeFull(waitingLimit) }
+            } else if let n = takeWaitingSlot(mode) {
+                decision = .modeFull(n)
             }
             if case .admitted = decision {
                 if let raw {
                     let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
                     if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
                 }
-            } else if limit != nil {
+            } else {
                 try c.command(["ZREM", tenantKey, id])
             }
             return decision
         }
         switch decision {
         case .admitted:
-            if limit != nil { leases.withLock { $0[id] = tenantKey } }
+            leases.withLock { $0[id] = tenantKey }
             return Lease(id: id, mode: mode, tenant: caller.tenant)
-        case .coolingDown(let wait):
-            metrics.rejected("cooldown")
-            throw .unavailable("every target of \(targets.joined(separator: ", ")) is cooling down after upstream failures; retry after \(wait) s",
-                               retryAfter: wait, code: "upstream_unavailable")
         case .tenantFull(let n):
             metrics.rejected("tenant")
             throw GatewayError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited",
                                "tenant \(caller.tenant ?? "default") already runs \(n) requests at once (its limit); retry when one finishes",
                                retryAfter: 1)
         case .modeFull(let n):
-            metrics.rejected("admission")
-            throw .unavailable("the \(mode) queue holds \(n) or more jobs waiting or running (gateway.max_waiting); retry later",
-                               retryAfter: g.retryAfterS)
+            throw modeFull(mode, n)
+        }
+    }
+
+    /// The admission of a caller without a tenant limit, which needs no Redis: sampled cooldowns,
+    /// then the waiting work of its mode. Nil when the caller's tenant limit must be counted in
+    /// Redis first (`admit` does it).
+    public func admitLocally(id: String, mode: Mode, targets: [String], caller: Caller) throws(GatewayError) -> Lease? {
+        if let wait = coolingDown(targets) {
+            metrics.rejected("cooldown")
+            throw .unavailable("every target of \(targets.joined(separator: ", ")) is cooling down after upstream failures; retry after \(wait) s",
+                               retryAfter: wait, code: "upstream_unavailable")
+        }
+        guard caller.limit == nil else { return nil }
+        if let n = takeWaitingSlot(mode) { throw modeFull(mode, n) }
+        return Lease(id: id, mode: mode, tenant: caller.tenant)
+    }
+
+    /// Counts one more job waiting in `mode` unless the mode is at its limit; returns the limit when it is.
+    private func takeWaitingSlot(_ mode: Mode) -> Int? {
+        guard let limit = config.gateway.waitingLimit(mode) else { return nil }
+        let over: Bool = waiting.withLock { w in
+            if w[mode, default: 0] >= limit { return true }
+            w[mode, default: 0] += 1  // counted here until the next sample sees the job in Redis
+            return false
+        }
+        return over ? limit : nil
+    }
+
+    private func modeFull(_ mode: Mode, _ n: Int) -> GatewayError {
+        metrics.rejected("admission")
+        return .unavailable("the \(mode) queue holds \(n) or more jobs waiting or running (gateway.max_waiting); retry later",
+                            retryAfter: config.gateway.retryAfterS)
+    }
+
+    /// Seconds to wait when every provider of `targets` cooled down at the last sample; nil when one is usable.
+    private func coolingDown(_ targets: [String]) -> Int? {
+        let now = ContinuousClock.now
+        return cooldowns.withLock { cd -> Int? in
+            guard !cd.isEmpty else { return nil }
+            var soonest: Duration?
+            var any = false
+            for t in targets {
+                guard let slash = t.firstIndex(of: "/") else { continue }
+                any = true
+                guard let entry = cd[String(t[..<slash])] else { return nil }
+                if let until = entry {
+                    guard until > now else { return nil }
+                    soonest = min(soonest ?? (until - now), until - now)
+                }
+            }
+            guard any else { return nil }
+            let ms = soonest.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 } ?? 1000
+            return max(1, Int((ms / 1000).rounded(.up)))
         }
     }
 
@@ -225,15 +258,23 @@ public final class Gateway: Sendable {
 
     // MARK: background work
 
-    /// Samples waiting work per mode and refreshes tenant leases until the gateway stops.
+    /// Samples waiting work per mode and the providers' cooldowns, and refreshes tenant leases,
+    /// until the gateway stops. Admission reads the cooldowns sampled here rather than ask Redis per request.
     public func runSampler() async {
         let modes = config.modes.keys.sorted()
+        let providers = config.providers.keys.sorted()
         let keys = self.keys
         var lastRefresh = Date.distantPast
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
             do throws(LLMQError) {
-                let counts: [Mode: Int] = try await pool.run { c throws(LLMQError) in try Gateway.sample(c, keys: keys, modes: modes) }
+                let (counts, ttls) = try await pool.run { c throws(LLMQError) in
+                    (try Gateway.sample(c, keys: keys, modes: modes), try Gateway.cooldownTTLs(c, keys: keys, providers: providers))
+                }
+                let now = ContinuousClock.now
+                var cooling: [String: ContinuousClock.Instant?] = [:]
+                for (p, ms) in ttls where ms > 0 || ms == -1 { cooling.updateValue(ms > 0 ? now + .milliseconds(ms) : nil, forKey: p) }
                 waiting.withLock { $0 = counts }
+                cooldowns.withLock { $0 = cooling }
                 readiness.probed(redisReachable: true)
                 for (m, n) in counts { metrics.waiting(mode: m, n) }
             } catch {
@@ -274,6 +315,14 @@ public final class Gateway: Sendable {
             }
             out[m] = n
         }
+        return out
+    }
+
+    /// The PTTL of each provider's cooldown key: -2 when it is not cooling down, -1 when its cooldown has no expiry.
+    static func cooldownTTLs(_ c: RedisConnection, keys: Keys, providers: [String]) throws(LLMQError) -> [String: Int] {
+        for p in providers { try c.append(["PTTL", keys.cooldown(p)]) }
+        var out: [String: Int] = [:]
+        for p in providers { out[p] = try c.reply().integer ?? -2 }
         return out
     }
 

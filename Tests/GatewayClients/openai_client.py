@@ -164,8 +164,23 @@ for s in streams:
 
 # 503 when every target of the route cools down (a worker sets PREFIX:cooldown:PROVIDER after a 429).
 redis("SET", f"{prefix}:cooldown:sim", "1", "PX", "5000")
+
+
+def cooldown_seen():
+    """The gateway reads cooldowns every sample_interval_s: a request admitted before that waits (and is cancelled)."""
+    try:
+        client.with_options(timeout=1.0).chat.completions.create(model="fast", messages=msgs)
+    except openai.InternalServerError as e:
+        return e.status_code == 503
+    except openai.APITimeoutError:
+        return False
+    return False
+
+
+wait_until("the gateway samples the cooldown", cooldown_seen)
 expect_error("error_503_cooldown", openai.InternalServerError, 503, lambda: client.chat.completions.create(model="fast", messages=msgs))
 redis("DEL", f"{prefix}:cooldown:sim")
+wait_until("the gateway samples the cooldown's end", lambda: not cooldown_seen())
 
 # metadata.detach: the job runs on after its client left, and its result can be read later.
 wait_until("the sim's earlier streams end", lambda: sim_stats()["active"] == 0)

@@ -1,8 +1,5 @@
 import Foundation
 import Synchronization
-// For SOCK_STREAM and SOCK_CLOEXEC: Foundation alone exposes them only when
-// another file of the same compiler batch has loaded <sys/socket.h>.
-import CCurl
 
 /// A private redis-server on a free loopback port, for `llmq dev` and tests.
 public final class LocalRedis: Sendable {
@@ -72,7 +69,8 @@ public final class LocalRedis: Sendable {
 /// Finds a free TCP port on loopback.
 public enum FreePort {
     public static func find() throws(LLMQError) -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        // Linux's SOCK_STREAM | SOCK_CLOEXEC: the release build (whole-module) finds neither name through Foundation or Glibc.
+        let fd = socket(AF_INET, 1 | 0o2000000, 0)
         guard fd >= 0 else { throw LLMQError(.internal, "socket() failed") }
         defer { close(fd) }
         var addr = sockaddr_in()
