@@ -31,7 +31,6 @@ struct FarmCommand: AsyncParsableCommand {
         let readiness = Readiness()
         // Each worker rewrites its metrics into this folder every second; /metrics merges them.
         let folder = try PrivateDirectory(name: "llmq-farm-\(getpid())")
-        defer { folder.remove() }
         let metricsDir = folder.path
         FarmMetrics.primeWorkerRestarts(slots: config.workers)
 
@@ -55,6 +54,17 @@ struct FarmCommand: AsyncParsableCommand {
         services.append(.init(service: DrainWatch(readiness: readiness)))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            folder.remove()
+            throw error
+        }
+        folder.remove()
+        // Every worker has exited and every service stopped. Leave at once: under load the farm was seen
+        // hanging after this point (in exit-time handlers, with library threads still parked), and a
+        // deploy waits for this process.
+        fflush(nil)
+        _exit(0)
     }
 }

@@ -259,7 +259,7 @@ import Testing
         let env = try TestEnvironment("ops-solo")
         let port = try FreePort.find()
         let config = try Self.config(env, workers: 1, httpPort: 0, modes: ["chat": 3], routes: [
-            "fast": ["sim/sim:tokens=4"], "slow": ["sim/sim:tokens=100,delay_ms=40"],
+            "fast": ["sim/sim:tokens=4"], "slow": ["sim/sim:tokens=250,delay_ms=40"],
         ])
         let events = try env.collector()
         let worker = try env.start(["worker", "--config", config, "--id", "solo-1", "--http-port", String(port)], log: "worker.log")

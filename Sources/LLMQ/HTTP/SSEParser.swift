@@ -43,7 +43,9 @@ public struct SSEParser {
     public mutating func feed(_ bytes: UnsafeBufferPointer<UInt8>, _ onEvent: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Bool) -> Bool {
         var i = 0
         let n = bytes.count
-        if lastWasCR && n > 0 && bytes[0] == 0x0A { i = 1 }
+        // An empty read must not forget a CR that ended the previous one (its LF may come next).
+        guard n > 0 else { return overflow == nil }
+        if lastWasCR && bytes[0] == 0x0A { i = 1 }
         lastWasCR = false
         var lineStart = i
         guard overflow == nil else { return false }
