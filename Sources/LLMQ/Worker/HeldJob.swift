@@ -44,8 +44,9 @@ public struct HeldJob: Sendable {
     /// Moves the job to its mode's delayed set as `rewritten`, due after `delay` seconds
     /// by Redis' clock, or at `notBefore` (Unix seconds) if that is later.
     public func delay(as rewritten: [UInt8], seconds delay: Double, notBefore: Double? = nil, into buf: inout [UInt8]) -> Int {
-        let ms = String(Int(min(max(delay, 0), 1e10) * 1000))
-        let absolute = notBefore.map { String(format: "%.0f", min(max($0, 0), 1e11) * 1000) } ?? ""
+        // A non-finite time would trap in the conversion: it counts as "now".
+        let ms = String(Int((delay.isFinite ? min(max(delay, 0), 1e10) : 0) * 1000))
+        let absolute = notBefore.flatMap { $0.isFinite ? String(format: "%.0f", min(max($0, 0), 1e11) * 1000) : nil } ?? ""
         Scripts.appendEval(Scripts.delay, keys: [inflight, keys.delayed(mode)], args: [raw, rewritten, Array(ms.utf8), Array(absolute.utf8)], to: &buf)
         return 1
     }

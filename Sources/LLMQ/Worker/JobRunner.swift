@@ -177,16 +177,16 @@ public final class JobRunner: Sendable {
                     }
                 }
             case .wait(let wait):
-                await delay(visit, wait, epoch: epoch)
+                await delay(visit, wait)
                 return
             case .requeue(let spent, let timeoutLeft, let announce):
-                await requeue(visit, attemptsSpent: spent, timeoutLeft: timeoutLeft, announce: announce, epoch: epoch)
+                await requeue(visit, attemptsSpent: spent, timeoutLeft: timeoutLeft, announce: announce)
                 return
             case .finish(let attempt):
-                await finish(visit, attempt: attempt, epoch: epoch)
+                await finish(visit, attempt: attempt)
                 return
             case .fail(let error, let attempt, let deadLetter):
-                await fail(visit, error, attempt: attempt, deadLetter: deadLetter, epoch: epoch)
+                await fail(visit, error, attempt: attempt, deadLetter: deadLetter)
                 return
             case .abandon:
                 stream.trace?.finish(outcome: "fenced", attempt: machine.attempt, provider: nil, model: nil, firstOutputAt: nil)
@@ -263,7 +263,7 @@ public final class JobRunner: Sendable {
 
     // MARK: endings
 
-    private func finish(_ v: Visit, attempt: Int, epoch: UInt64) async {
+    private func finish(_ v: Visit, attempt: Int) async {
         guard let outcome = v.outcome, let target = v.target else { return }
         let w = v.stream.writer
         w.done(outcome)
@@ -273,7 +273,7 @@ public final class JobRunner: Sendable {
         let result = ResultRecord(
             id: v.job.id, worker: settings.worker, attempt: attempt, metadata: v.job.metadata, writer: w, provider: target.provider.name,
             model: target.model, outcome: outcome)
-        await settle(epoch, v.log, { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
+        await settle(v.handle.epoch, v.log, { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
                      then: { v.held.acknowledge(into: &$0) })
         FarmMetrics.requestFinished(
             mode: v.job.mode, provider: target.provider.name, model: labels.label(provider: target.provider.name, model: target.model),
@@ -281,7 +281,7 @@ public final class JobRunner: Sendable {
             promptTokens: outcome.usage.promptTokens, completionTokens: outcome.usage.completionTokens)
     }
 
-    private func fail(_ v: Visit, _ error: LLMQError, attempt: Int, deadLetter: Bool, epoch: UInt64? = nil) async {
+    private func fail(_ v: Visit, _ error: LLMQError, attempt: Int, deadLetter: Bool) async {
         var error = error
         error.message = registry.redact(error.message)
         let w = v.stream.writer
@@ -295,7 +295,7 @@ public final class JobRunner: Sendable {
         let dead = deadLetter
             ? DeadLetter.entry(raw: v.held.raw, id: v.job.id, error: error, attempt: attempt, worker: settings.worker, now: Clock.unixTime())
             : nil
-        await settle(epoch ?? v.handle.epoch, v.log,
+        await settle(v.handle.epoch, v.log,
                      { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
                      then: { v.held.leave(dead: dead, into: &$0) })
         if error.code == .cancelled { FarmMetrics.cancelled(mode: v.job.mode) }
@@ -307,7 +307,7 @@ public final class JobRunner: Sendable {
     }
 
     /// The job leaves this worker to wait in its mode's delayed set.
-    private func delay(_ v: Visit, _ wait: JobLifecycle.Wait, epoch: UInt64) async {
+    private func delay(_ v: Visit, _ wait: JobLifecycle.Wait) async {
         let now = Clock.unixTime()
         let seconds = max(0, wait.until - now)
         let reason = v.lastError?.code.rawValue ?? wait.reason.rawValue
@@ -315,7 +315,7 @@ public final class JobRunner: Sendable {
         let rewritten = HeldJob.rewrite(
             v.held.raw, attempts: wait.attemptsSpent != v.job.attempts ? wait.attemptsSpent : nil, timeoutLeft: wait.timeoutLeft)
         v.stream.trace?.finish(outcome: "delayed", attempt: wait.attemptsSpent, provider: nil, model: nil, firstOutputAt: v.stream.writer.firstOutputAt)
-        await settle(epoch, v.log, { v.stream.drain(into: &$0) }, then: {
+        await settle(v.handle.epoch, v.log, { v.stream.drain(into: &$0) }, then: {
             v.held.delay(as: rewritten, seconds: wait.reason == .notBefore ? 0 : seconds,
                          notBefore: wait.reason == .notBefore ? wait.until : nil, into: &$0)
         })
@@ -328,13 +328,13 @@ public final class JobRunner: Sendable {
     }
 
     /// Puts the job back at the head of its queue (a drain).
-    private func requeue(_ v: Visit, attemptsSpent: Int, timeoutLeft: Double?, announce: Int?, epoch: UInt64) async {
+    private func requeue(_ v: Visit, attemptsSpent: Int, timeoutLeft: Double?, announce: Int?) async {
         if let next = announce { v.stream.writer.retry(nextAttempt: next, reason: "worker_drained", retryIn: nil) }
         let rewritten = HeldJob.rewrite(v.held.raw, attempts: attemptsSpent != v.job.attempts ? attemptsSpent : nil, timeoutLeft: timeoutLeft)
         FarmMetrics.requeued(mode: v.job.mode, reason: "drain")
         v.stream.trace?.finish(outcome: "requeued", attempt: attemptsSpent, provider: nil, model: nil, firstOutputAt: v.stream.writer.firstOutputAt)
         v.log.info("put a job back on its queue", metadata: ["attempts": "\(attemptsSpent)"])
-        await settle(epoch, v.log, { v.stream.drain(into: &$0) }, then: { v.held.requeue(as: rewritten, into: &$0) })
+        await settle(v.handle.epoch, v.log, { v.stream.drain(into: &$0) }, then: { v.held.requeue(as: rewritten, into: &$0) })
     }
 
     /// A job that cannot be parsed: answered when its id can be read, and buried.
