@@ -15,4 +15,18 @@ CURLcode llmq_easy_setopt_xferinfo(CURL *h, llmq_xferinfo_cb cb);
 CURLcode llmq_easy_getinfo_long(CURL *h, CURLINFO i, long *out);
 CURLcode llmq_easy_getinfo_ptr(CURL *h, CURLINFO i, void **out);
 CURLMcode llmq_multi_setopt_long(CURLM *m, CURLMoption o, long v);
+CURLMcode llmq_multi_setopt_ptr(CURLM *m, CURLMoption o, void *v);
+typedef int (*llmq_socket_cb)(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+typedef int (*llmq_timer_cb)(CURLM *multi, long timeout_ms, void *userp);
+CURLMcode llmq_multi_setopt_socket(CURLM *m, llmq_socket_cb cb);
+CURLMcode llmq_multi_setopt_timer(CURLM *m, llmq_timer_cb cb);
+
+/* epoll and eventfd for the engine's socket loop (Swift's Glibc module has neither, and
+   struct epoll_event is packed). Interest and readiness bits: 1 readable, 2 writable, 4 error. */
+int llmq_epoll_create(void);
+int llmq_epoll_watch(int ep, int fd, int interest);
+int llmq_epoll_wait(int ep, int *fds, unsigned *ready, int max, int timeout_ms);
+int llmq_eventfd(void);
+void llmq_eventfd_signal(int fd);
+void llmq_eventfd_drain(int fd);
 #endif

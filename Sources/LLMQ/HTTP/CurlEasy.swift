@@ -58,19 +58,29 @@ final class CurlEasy {
 
 /// Owns one libcurl multi handle.
 ///
-/// Thread rules: only the HTTP engine's thread calls it, except `wakeup`,
-/// which libcurl allows from any thread.
-final class CurlMulti: @unchecked Sendable {  // only `wakeup` crosses threads, which libcurl documents as safe
+/// Thread rules: only the HTTP engine's thread uses it.
+final class CurlMulti: @unchecked Sendable {  // created by the engine, used only on its thread
     let handle: UnsafeMutableRawPointer
+    private var loop: Unmanaged<EngineLoop>?
 
     init() {
         CurlEasy.globalInit
         guard let m = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         handle = m
-        _ = llmq_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, 512)
     }
 
-    deinit { curl_multi_cleanup(handle) }
+    deinit {
+        curl_multi_cleanup(handle)
+        loop?.release()
+    }
 
-    func wakeup() { curl_multi_wakeup(handle) }
+    /// Lets libcurl tell `loop` which sockets to watch and when its timeout is due.
+    func drive(with loop: EngineLoop) {
+        let ref = Unmanaged.passRetained(loop)
+        self.loop = ref
+        _ = llmq_multi_setopt_socket(handle, engineSocketCallback)
+        _ = llmq_multi_setopt_ptr(handle, CURLMOPT_SOCKETDATA, ref.toOpaque())
+        _ = llmq_multi_setopt_timer(handle, engineTimerCallback)
+        _ = llmq_multi_setopt_ptr(handle, CURLMOPT_TIMERDATA, ref.toOpaque())
+    }
 }

@@ -20,6 +20,7 @@ public final class HTTPEngine: Sendable {
 
     private let inbox = Mutex(Inbox())
     private let multi = CurlMulti()
+    private let poller = SocketPoller()
     private let sink: OutputSink?
     private let logger: Logger
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
@@ -39,7 +40,7 @@ public final class HTTPEngine: Sendable {
     /// Stops the thread once no transfer is running any more.
     public func shutdown() async {
         inbox.withLock { $0.stopping = true }
-        multi.wakeup()
+        poller.wake()
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let already = stopped.withLock { s -> Bool in
                 if !s { finished.withLock { $0 = c } }
@@ -54,8 +55,11 @@ public final class HTTPEngine: Sendable {
         let transfer = Transfer(request: request, decoder: decoder, output: output, token: token)
         return await withCheckedContinuation { c in
             transfer.continuation = c
-            inbox.withLock { $0.submitted.append(transfer) }
-            multi.wakeup()
+            let first = inbox.withLock { box -> Bool in
+                box.submitted.append(transfer)
+                return box.submitted.count == 1
+            }
+            if first { poller.wake() }
         }
     }
 
@@ -63,22 +67,30 @@ public final class HTTPEngine: Sendable {
     public func abort(_ token: TransferToken, reason: HTTPResult.Abort) {
         token.abortReason.withLock { if $0 == nil { $0 = reason } }
         inbox.withLock { $0.aborts.append((token, reason)) }
-        multi.wakeup()
+        poller.wake()
     }
 
     // MARK: engine thread
 
     private func loop() {
+        let state = EngineLoop(poller: poller)
+        multi.drive(with: state)
         var active: [ObjectIdentifier: Transfer] = [:]
         var spare: [CurlEasy] = []
         var running: Int32 = 0
         var lastIdleCheck: UInt64 = 0
+        let fds = UnsafeMutablePointer<Int32>.allocate(capacity: SocketPoller.batch)
+        let states = UnsafeMutablePointer<UInt32>.allocate(capacity: SocketPoller.batch)
+        defer {
+            fds.deallocate()
+            states.deallocate()
+        }
+        var completed: [Transfer] = []
         while true {
             let (submitted, aborts, stopping) = inbox.withLock { box in
-                defer { box.submitted.removeAll(); box.aborts.removeAll() }
+                defer { box.submitted.removeAll(keepingCapacity: true); box.aborts.removeAll() }
                 return (box.submitted, box.aborts, box.stopping)
             }
-            var completed: [Transfer] = []
             for t in submitted {
                 if let reason = t.token.abortReason.withLock({ $0 }) {
                     t.result.aborted = reason
@@ -86,8 +98,10 @@ public final class HTTPEngine: Sendable {
                     continue
                 }
                 let e = spare.popLast() ?? CurlEasy()
-                t.configure(e)
+                t.configure(e, loop: state)
                 active[ObjectIdentifier(t.token)] = t
+                // Lines written before the call (its start event) go out with this round.
+                t.markOutput()
                 curl_multi_add_handle(multi.handle, e.handle)
             }
             for (token, reason) in aborts {
@@ -97,7 +111,20 @@ public final class HTTPEngine: Sendable {
             }
             if stopping && active.isEmpty && completed.isEmpty { break }
 
-            curl_multi_perform(multi.handle, &running)
+            let now = Clock.nowNanos()
+            var timeout: Int32 = 100
+            if !completed.isEmpty || !submitted.isEmpty || !state.dirty.isEmpty {
+                timeout = 0
+            } else if let due = state.timerDue {
+                timeout = due <= now ? 0 : Int32(min(100, (due - now + 999_999) / 1_000_000))
+            }
+            _ = poller.wait(timeoutMs: timeout, fds: fds, states: states) { fd, ready in
+                curl_multi_socket_action(multi.handle, fd, ready.rawValue, &running)
+            }
+            if let due = state.timerDue, due <= Clock.nowNanos() {
+                state.timerDue = nil
+                curl_multi_socket_action(multi.handle, CURL_SOCKET_TIMEOUT, 0, &running)
+            }
             var left: Int32 = 0
             while let msg = curl_multi_info_read(multi.handle, &left) {
                 guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
@@ -110,18 +137,18 @@ public final class HTTPEngine: Sendable {
                 completed.append(t)
             }
 
-            let now = Clock.nowNanos()
-            if now &- lastIdleCheck > 50_000_000 {
-                lastIdleCheck = now
+            let after = Clock.nowNanos()
+            if after &- lastIdleCheck > 50_000_000 {
+                lastIdleCheck = after
                 for (key, t) in active {
-                    guard let idle = t.request.idleTimeout, Double(now &- t.lastDataAt) / 1e9 > idle else { continue }
+                    guard let idle = t.request.idleTimeout, Double(after &- t.lastDataAt) / 1e9 > idle else { continue }
                     active.removeValue(forKey: key)
                     t.result.aborted = .idleTimeout
                     completed.append(t)
                 }
             }
 
-            flush(active.values, completed)
+            flush(state, completed)
             for t in completed {
                 if let e = t.easy {
                     curl_multi_remove_handle(multi.handle, e.handle)
@@ -133,9 +160,7 @@ public final class HTTPEngine: Sendable {
                 t.continuation = nil
                 c?.resume(returning: t.result)
             }
-            if !completed.isEmpty || !submitted.isEmpty { continue }
-            var numfds: Int32 = 0
-            curl_multi_poll(multi.handle, nil, 0, 100, &numfds)
+            completed.removeAll(keepingCapacity: true)
         }
         stopped.withLock { $0 = true }
         let c = finished.withLock { c -> CheckedContinuation<Void, Never>? in
@@ -145,17 +170,52 @@ public final class HTTPEngine: Sendable {
         c?.resume()
     }
 
-    private func flush(_ active: Dictionary<ObjectIdentifier, Transfer>.Values, _ completed: [Transfer]) {
+    /// Hands the output of this round to the sink in one batch: transfers that produced
+    /// lines (marked as they did), then those that ended.
+    private func flush(_ state: EngineLoop, _ completed: [Transfer]) {
+        defer {
+            for t in state.dirty { t.outputMarked = false }
+            state.dirty.removeAll(keepingCapacity: true)
+        }
         guard let sink else { return }
-        var any = false
-        for t in active where t.output?.hasPending == true { any = true; break }
+        var any = !state.dirty.isEmpty
         if !any { for t in completed where t.output?.hasPending == true { any = true; break } }
         guard any else { return }
         sink.submit { buffer in
             var n = 0
-            for t in active { if let o = t.output, o.hasPending { n += o.drain(into: &buffer) } }
+            for t in state.dirty { if let o = t.output, o.hasPending { n += o.drain(into: &buffer) } }
             for t in completed { if let o = t.output, o.hasPending { n += o.drain(into: &buffer) } }
             return n
         }
     }
+}
+
+/// The engine thread's state that libcurl's socket and timer callbacks update.
+///
+/// Thread rules: used only on the engine thread (the callbacks run inside `curl_multi_socket_action`
+/// and `curl_multi_add_handle` there).
+final class EngineLoop {
+    let poller: SocketPoller
+    /// When libcurl wants `curl_multi_socket_action` called with a timeout, in `Clock` nanoseconds.
+    var timerDue: UInt64?
+    /// Transfers whose output grew this round.
+    var dirty: [Transfer] = []
+
+    init(poller: SocketPoller) {
+        self.poller = poller
+    }
+}
+
+let engineSocketCallback: llmq_socket_cb = { _, fd, what, userp, _ in
+    guard let userp else { return 0 }
+    let loop = Unmanaged<EngineLoop>.fromOpaque(userp).takeUnretainedValue()
+    loop.poller.watch(fd, what == CURL_POLL_REMOVE ? [] : SocketPoller.Readiness(rawValue: what & 3))
+    return 0
+}
+
+let engineTimerCallback: llmq_timer_cb = { _, ms, userp in
+    guard let userp else { return 0 }
+    let loop = Unmanaged<EngineLoop>.fromOpaque(userp).takeUnretainedValue()
+    loop.timerDue = ms < 0 ? nil : Clock.nowNanos() &+ UInt64(ms) &* 1_000_000
+    return 0
 }

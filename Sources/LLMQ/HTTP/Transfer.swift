@@ -17,6 +17,9 @@ final class Transfer: @unchecked Sendable {
     var result = HTTPResult()
     var lastDataAt: UInt64 = 0
     private var sawBody = false
+    private var loop: EngineLoop?
+    /// Whether this transfer is on its engine round's list of output to flush.
+    var outputMarked = false
 
     init(request: HTTPRequest, decoder: StreamDecoder, output: PendingOutput?, token: TransferToken) {
         self.request = request
@@ -25,8 +28,9 @@ final class Transfer: @unchecked Sendable {
         self.token = token
     }
 
-    func configure(_ e: CurlEasy) {
+    func configure(_ e: CurlEasy, loop: EngineLoop? = nil) {
         easy = e
+        self.loop = loop
         let me = Unmanaged.passUnretained(self).toOpaque()
         e.set(CURLOPT_URL, request.url)
         e.set(CURLOPT_NOSIGNAL, 1)
@@ -47,6 +51,13 @@ final class Transfer: @unchecked Sendable {
         e.set(CURLOPT_HEADERDATA, pointer: me)
         e.set(CURLOPT_PRIVATE, pointer: me)
         lastDataAt = Clock.nowNanos()
+    }
+
+    /// Puts this transfer on the round's flush list when it has lines to send.
+    func markOutput() {
+        guard !outputMarked, let loop, output?.hasPending == true else { return }
+        outputMarked = true
+        loop.dirty.append(self)
     }
 
     /// Records how libcurl ended the transfer and lets the decoder finish a 2xx body.
@@ -109,6 +120,7 @@ final class Transfer: @unchecked Sendable {
                 result.aborted = .outputLimit
                 return false
             }
+            markOutput()
             return true
         }
         let room = HTTPResult.maxErrorBodyBytes - result.errorBody.count
