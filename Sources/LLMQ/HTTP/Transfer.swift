@@ -136,18 +136,30 @@ final class Transfer: @unchecked Sendable {
             result.aborted = .headerLimit
             return false
         }
-        let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if line.hasPrefix("HTTP/") {
+        // Parsed as bytes: one String per name and value, no Foundation on the per-request path.
+        var start = 0, end = bytes.count
+        while start < end, Self.isSpace(bytes[start]) { start += 1 }
+        while end > start, Self.isSpace(bytes[end - 1]) { end -= 1 }
+        let line = UnsafeBufferPointer(rebasing: bytes[start..<end])
+        if line.starts(with: Self.statusPrefix) {
             result.headers.removeAll()
             result.status = 0
             return true
         }
-        guard let colon = line.firstIndex(of: ":") else { return true }
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        result.headers[name] = value
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return true }
+        var valueStart = colon + 1
+        while valueStart < line.count, Self.isSpace(line[valueStart]) { valueStart += 1 }
+        let name = String(unsafeUninitializedCapacity: colon) { out in
+            for i in 0..<colon { out[i] = line[i] >= 65 && line[i] <= 90 ? line[i] + 32 : line[i] }
+            return colon
+        }
+        result.headers[name] = String(decoding: UnsafeBufferPointer(rebasing: line[valueStart...]), as: UTF8.self)
         return true
     }
+
+    private static let statusPrefix: [UInt8] = Array("HTTP/".utf8)
+
+    private static func isSpace(_ b: UInt8) -> Bool { b == 32 || b == 9 || b == 10 || b == 13 }
 }
 
 /// Identifies a transfer so it can be aborted from any thread.
