@@ -10,6 +10,8 @@ import Testing
         let env: TestEnvironment
         let events: EventCollector
         let redis: PlainRedis
+        /// The farm's /metrics.
+        let httpPort: Int
 
         init(_ name: String) throws {
             env = try TestEnvironment(name)
@@ -26,6 +28,10 @@ import Testing
 
                     """,
                 providers: "  simc: {kind: sim, base_url: \"\(env.simURL)\", embed_cache: {ttl_s: 600}}\n")
+            httpPort = try FreePort.find()
+            let text = try String(contentsOfFile: config, encoding: .utf8)
+            try text.replacingOccurrences(of: "http_port: 0\n", with: "http_host: 127.0.0.1\nhttp_port: \(httpPort)\n")
+                .write(toFile: config, atomically: true, encoding: .utf8)
             events = try env.collector()
             redis = try env.client()
             _ = try env.start(["farm", "--config", config])
@@ -46,9 +52,12 @@ import Testing
             return seen
         }
 
-        /// Each embedding event's (index, vector text), in the order they arrived.
+        /// Each embedding event's (index, vector as the line carries it), in the order they arrived.
         static func vectors(_ events: [Event]) -> [(Int, String)] {
-            events.filter { $0.type == "embedding" }.map { ($0["index"]?.intValue ?? -1, $0["vector"].map { String(decoding: $0.jsonBytes, as: UTF8.self) } ?? "") }
+            events.filter { $0.type == "embedding" }.map { e in
+                let vector = e.raw.range(of: #","vector":"#).map { String(e.raw[$0.upperBound...].dropLast()) } ?? ""
+                return (e["index"]?.intValue ?? -1, vector)
+            }
         }
     }
 
@@ -91,6 +100,14 @@ import Testing
         #expect(try farm.stats()["embedding_requests"]! - s["embedding_requests"]! == 1)
         _ = try farm.embed("p3", model: "prov", ["alpha"], params: #"{"extra":{"dimensions":6}}"#)
         #expect(try farm.stats()["embedding_requests"]! - s["embedding_requests"]! == 2)
+
+        // Inputs, not calls, are counted, per provider; bytes saved are the cached vectors' JSON.
+        let metrics = try OperationsTests.scrapeUntil(farm.httpPort, "the embedding cache's counters") { m in
+            m.sum("llmq_embed_cache_hits_total", ["provider": "sim"]) == 4 && m.sum("llmq_embed_cache_misses_total", ["provider": "sim"]) == 4
+                && m.sum("llmq_embed_cache_hits_total", ["provider": "simc"]) == 1 && m.sum("llmq_embed_cache_misses_total", ["provider": "simc"]) == 2
+        }
+        let saved = Double((first + first).map(\.1.utf8.count).reduce(0, +))
+        #expect(metrics.sum("llmq_embed_cache_saved_bytes_total", ["provider": "sim"]) == saved, "\(metrics.series("llmq_embed_cache_saved_bytes_total"))")
 
         // Entries are plain keys with the configured expiry.
         let keys = try farm.redis.run("KEYS", farm.env.key("embed_cache:*")).array?.compactMap(\.string).filter { !$0.contains(":bytes:") } ?? []
