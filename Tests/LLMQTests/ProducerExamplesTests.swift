@@ -27,7 +27,10 @@ import Testing
             try "example-key examples\n".write(toFile: keys, atomically: true, encoding: .utf8)
             // Tokens come fast and from the first moment, so a producer that subscribed late loses some.
             let config = try env.writeConfig(
-                routes: ["fast": ["sim/sim-1:tokens=40,delay_ms=2"], "broken": ["sim/sim-1:fault=400"]],
+                routes: [
+                    "fast": ["sim/sim-1:tokens=40,delay_ms=2"], "broken": ["sim/sim-1:fault=400"],
+                    "slow": ["sim/sim-1:tokens=30,delay_ms=150"],
+                ],
                 extra: "gateway:\n  keys_file: \(keys)\n")
             _ = try env.start(["farm", "--config", config])
             guard language == .node else {
@@ -113,16 +116,34 @@ import Testing
         }
 
         /// Runs the example with a model and a prompt; returns its exit code, stdout and stderr.
-        func run(_ argv: [String], model: String, name: String) async throws -> (code: Int32?, stdout: String, stderr: String) {
+        /// `whileRunning` is checked against the output so far until it holds, while the example still runs.
+        func run(_ argv: [String], model: String, name: String, whileRunning: ((String) -> Bool)? = nil) async throws
+            -> (code: Int32?, stdout: String, stderr: String)
+        {
             var e = ProcessInfo.processInfo.environment
             e["LLMQ_REDIS_URL"] = env.redisURL
             e["LLMQ_PREFIX"] = env.prefix
             e["LLMQ_TIMEOUT_S"] = "60"
             e["LLMQ_GATEWAY_URL"] = gatewayURL
             e["LLMQ_API_KEY"] = "example-key"
+            // The examples flush as they print; an environment that unbuffers Python for them would hide it if they did not.
+            e["PYTHONUNBUFFERED"] = nil
             let out = "\(env.dir)/\(name).out"
             let err = "\(env.dir)/\(name).err"
             let p = try ChildProcess(argv + [model, "Name three rivers, \"quoted\" and with a \\ backslash."], environment: e, stdout: out, stderr: err)
+            if let whileRunning {
+                do {
+                    try env.until("\(name): output while the example still runs", timeout: 60) {
+                        guard p.exitStatus == nil else {
+                            throw TestFailure("\(name) showed no text until it ended: it printed the answer all at once instead of token by token")
+                        }
+                        return whileRunning(env.log("\(name).out"))
+                    }
+                } catch {
+                    p.signal(SIGKILL)
+                    throw TestFailure("\(error); stdout: \(env.log("\(name).out")) stderr: \(env.log("\(name).err"))")
+                }
+            }
             let status: Int32
             do { status = try await env.waitExit(p, timeout: 90) } catch {
                 p.signal(SIGKILL)
@@ -157,6 +178,10 @@ import Testing
         #expect(expected != nil && expected!.split(separator: " ").count >= 40, "no result text for \(done.id): \(result ?? "nil")")
         // Every token, in order, none missed: the example subscribed before the job existed.
         #expect(text == expected, "printed text differs from the result's; \(context)")
+
+        // Tokens are printed as they arrive: the first words show while the answer still streams.
+        let streamed = try await stack.run(argv, model: "slow", name: "slow") { $0.hasPrefix("The quick ") && !$0.contains(#""type":"done""#) }
+        #expect(streamed.code == 0 && Stack.split(streamed.stdout).terminal?.type == "done", "stdout:\n\(streamed.stdout)\nstderr:\n\(streamed.stderr)")
 
         let failed = try await stack.run(argv, model: "broken", name: "error")
         let (_, last) = Stack.split(failed.stdout)
