@@ -3,6 +3,8 @@ import LLMQ
 import LLMQTestSupport
 import Testing
 
+@testable import LLMQGateway
+
 /// `embed_cache` against a real farm and sim: what goes upstream is read from the sim's own
 /// counters (`embedding_requests`, `embedding_inputs` in /sim/stats).
 @Suite(.serialized) struct EmbedCacheTests {
@@ -168,5 +170,9 @@ import Testing
         let parser = JobParser(maxBytes: 4096)
         #expect(try parser.parse(Array(#"{"id":"a","model":"m","input":"x","params":{"cache":false}}"#.utf8), mode: "embed").params.cache == false)
         #expect(throws: JobRejection.self) { try parser.parse(Array(#"{"id":"a","model":"m","input":"x","params":{"cache":"no"}}"#.utf8), mode: "embed") }
+        // Through the gateway, `cache` in the body (extra_body in the SDKs) is the job's params.cache, not something for the provider.
+        let viaGateway = try OpenAIRequest.parse(Array(#"{"model":"m","input":["x"],"cache":false,"dimensions":8}"#.utf8), kind: .embedding, id: "g")
+        #expect(viaGateway.job["params"]?.objectValue?["cache"] == .bool(false), "\(viaGateway.job)")
+        #expect(viaGateway.job["params"]?.objectValue?["extra"]?.objectValue?.keys.sorted() == ["dimensions"], "\(viaGateway.job)")
     }
 }
