@@ -5,6 +5,8 @@ BENCH_DEBS := nginx-light gcc python3-venv
 # promtool (from prometheus) checks the alert rules and the metric names of a real scrape in Ops/validate.py;
 # chromium is the real browser of the gateway's page test (GatewayTests, which fail when it is missing).
 TEST_DEBS := prometheus chromium
+# The producers of Ops/clients run in ProducerExamplesTests, each with its own interpreter and Redis client.
+TEST_DEBS += python3-redis golang-go golang-github-gomodule-redigo-dev ruby ruby-redis redis-tools jq nodejs
 LLMQ := .build/debug/llmq
 SHARED ?= ../shared
 

@@ -18,7 +18,7 @@ struct OpenAIRequest: Sendable {
     var job: [String: JSONValue]
 
     /// Fields passed to `params` as they are.
-    static let paramFields = ["temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice"]
+    static let paramFields = ["temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice", "cache"]
     /// Top-level protocol fields a client may set directly (llmq extensions to OpenAI's API).
     static let jobFields = ["timeout_s", "deadline", "max_attempts", "priority", "not_before", "traceparent"]
     /// Fields that shape the HTTP answer, not the job.

@@ -30,6 +30,7 @@ struct SimEmbeddingEndpoint: Sendable {
                 status: .badRequest, message: "'input' is required: a string or a list of strings.",
                 type: "invalid_request_error", code: "missing_input")
         }
+        await self.state.countEmbeddings(inputs: inputs.count)
         let fault = await self.state.fault(for: knobs)
         if var error = fault?.apiError(model: model, retryAfter: knobs.retryAfter) {
             error.retryHint = knobs.retryHint

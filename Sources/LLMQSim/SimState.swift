@@ -11,6 +11,9 @@ actor SimState {
     private var keyedDraws: [String: UInt64] = [:]
     /// Requests per wire format other than OpenAI's (`anthropic`, `gemini`, … and `azure`).
     private var byFormat: [String: Int] = [:]
+    /// Embedding requests and the inputs they carried (OpenAI's format), to check what a cache sent upstream.
+    private var embeddingRequests = 0
+    private var embeddingInputs = 0
 
     /// Counts a request and returns its serial number, used in response ids.
     func admit() -> Int {
@@ -46,6 +49,11 @@ actor SimState {
         self.byFormat[format, default: 0] += 1
     }
 
+    func countEmbeddings(inputs: Int) {
+        self.embeddingRequests += 1
+        self.embeddingInputs += inputs
+    }
+
     func streamOpened() {
         self.active += 1
         self.peakActive = max(self.peakActive, self.active)
@@ -56,10 +64,12 @@ actor SimState {
         if aborted { self.aborted += 1 }
     }
 
-    /// Flat numbers: `requests`, `active`, `aborted`, `peak_active`, and `requests_FORMAT` per wire format seen.
+    /// Flat numbers: `requests`, `active`, `aborted`, `peak_active`, `embedding_requests`, `embedding_inputs`,
+    /// and `requests_FORMAT` per wire format seen.
     var stats: SimJSON {
         var members: [(String, SimJSON)] = [
             ("requests", .int(self.requests)), ("active", .int(self.active)), ("aborted", .int(self.aborted)), ("peak_active", .int(self.peakActive)),
+            ("embedding_requests", .int(self.embeddingRequests)), ("embedding_inputs", .int(self.embeddingInputs)),
         ]
         for (format, n) in self.byFormat.sorted(by: { $0.key < $1.key }) { members.append(("requests_\(format)", .int(n))) }
         return .object(members)

@@ -106,6 +106,7 @@ public enum ConfigLoader {
                 }
             }
         }
+        try FarmConfig.validateEmbedCaches(c, source: source)
     }
 
     /// The provider keys that depend on the kind: presets, limits and the shared cooldown.

@@ -38,6 +38,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Seconds a worker's lease (heartbeat) lives without renewal before other workers reap its jobs (1-300).
     public var leaseTTLS: Double = 5
     public var gateway: GatewayConfig = GatewayConfig()
+    /// `embed_cache` of the routes written as `{targets, embed_cache}`, by route name.
+    public var routeEmbedCaches: [String: EmbedCacheConfig] = [:]
 
     public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -82,7 +84,9 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         retryMaxS = try c.decodeIfPresent(Double.self, forKey: .retryMaxS) ?? d.retryMaxS
         modes = try c.decodeIfPresent([Mode: ModeConfig].self, forKey: .modes) ?? d.modes
         providers = try c.decodeIfPresent([String: ProviderConfig].self, forKey: .providers) ?? d.providers
-        routes = try c.decodeIfPresent([String: [String]].self, forKey: .routes) ?? d.routes
+        let routeSpecs = try c.decodeIfPresent([String: RouteSpec].self, forKey: .routes)
+        routes = routeSpecs?.mapValues(\.targets) ?? d.routes
+        routeEmbedCaches = routeSpecs?.compactMapValues(\.embedCache) ?? [:]
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         logFormat = try c.decodeIfPresent(String.self, forKey: .logFormat) ?? d.logFormat
         restartBackoffS = try c.decodeIfPresent(Double.self, forKey: .restartBackoffS) ?? d.restartBackoffS
@@ -136,6 +140,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var cooldownMaxS: Double = 60
     /// Consecutive failures (5xx, connect errors, timeouts), counted across the farm, that start a cooldown; 0 never.
     public var failuresBeforeCooldown: Int = 5
+    /// Embed jobs of this provider answered from the farm's cache in Redis; nil: off.
+    public var embedCache: EmbedCacheConfig?
 
     public init(kind: String, baseURL: String? = nil, apiKeyEnv: String? = nil, timeoutS: Double = 120, idleTimeoutS: Double = 30) {
         self.kind = kind
@@ -160,6 +166,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case cooldownS = "cooldown_s"
         case cooldownMaxS = "cooldown_max_s"
         case failuresBeforeCooldown = "failures_before_cooldown"
+        case embedCache = "embed_cache"
     }
 
     public init(from decoder: Decoder) throws {
@@ -181,6 +188,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         cooldownS = try c.decodeIfPresent(Double.self, forKey: .cooldownS) ?? (kind == ProviderKind.sim.rawValue ? 0 : 5)
         cooldownMaxS = try c.decodeIfPresent(Double.self, forKey: .cooldownMaxS) ?? 60
         failuresBeforeCooldown = try c.decodeIfPresent(Int.self, forKey: .failuresBeforeCooldown) ?? 5
+        embedCache = try c.decodeIfPresent(EmbedCacheConfig.self, forKey: .embedCache)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !CodingKeys.allCases.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
             throw DecodingError.dataCorrupted(.init(codingPath: [AnyKey(k)], debugDescription: "unknown key \"\(k)\""))

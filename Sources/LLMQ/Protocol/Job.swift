@@ -36,6 +36,8 @@ public struct Job: Sendable {
         public var tools: JSONValue?
         public var toolChoice: JSONValue?
         public var extra: [String: JSONValue]
+        /// Embed jobs: false bypasses the embedding cache (neither read nor written).
+        public var cache: Bool = true
 
         public init() { extra = [:] }
     }
@@ -50,7 +52,7 @@ public struct Job: Sendable {
         "max_attempts", "metadata", "traceparent", "attempts", "not_before", "tenant", "priority",
     ]
     public static let paramKeys: Set<String> = [
-        "max_tokens", "temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice", "extra",
+        "max_tokens", "temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice", "extra", "cache",
     ]
 
     /// Whether `id` may name a request's keys: 1-128 of `A-Z a-z 0-9 . _ : -`.
@@ -267,6 +269,10 @@ public struct JobParser: Sendable {
         if let v = o["extra"] {
             guard let e = v.objectValue else { throw fail("params.extra must be an object") }
             r.extra = e
+        }
+        if let v = o["cache"] {
+            guard let b = v.boolValue else { throw fail("params.cache must be true or false, got \(Self.shown(v))") }
+            r.cache = b
         }
         return r
     }

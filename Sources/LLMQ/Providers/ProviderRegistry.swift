@@ -17,6 +17,8 @@ public struct ProviderRegistry: Sendable {
     public let limiter: ProviderLimiter
     /// Farm-wide cooldowns after 429s and repeated failures (`PREFIX:cooldown:PROVIDER`).
     public let cooldowns: CooldownBoard
+    /// Vectors of embed jobs shared by the farm (`embed_cache` of routes and providers).
+    public let embedCache: EmbeddingCache
 
     public init(config: FarmConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
                 logger: Logger = Logger(label: "llmq.providers")) throws(LLMQError) {
@@ -35,6 +37,8 @@ public struct ProviderRegistry: Sendable {
         limiter = ProviderLimiter(limits: config.providers.compactMapValues(\.maxConcurrency))
         cooldowns = CooldownBoard(url: try? RedisURL(config.redis), keys: Keys(prefix: config.prefix),
                                   policies: config.providers.mapValues(CooldownBoard.Policy.init), logger: logger)
+        embedCache = EmbeddingCache(url: try? RedisURL(config.redis), prefix: config.prefix, routes: config.routeEmbedCaches,
+                                    providers: config.providers.compactMapValues(\.embedCache), logger: logger)
     }
 
     /// The provider for a kind: one type per wire format, the OpenAI presets sharing one.

@@ -70,6 +70,13 @@ public enum MetricCatalog {
               help: "Workers whose heartbeat is fresh."),
         .init(name: "llmq_ready", type: "gauge", labels: [],
               help: "1 while this process answers /readyz with 200 (Redis reachable, not draining)."),
+        // Embedding cache (worker processes)
+        .init(name: "llmq_embed_cache_hits_total", type: "counter", labels: ["provider"],
+              help: "Embed inputs answered from the embedding cache in Redis."),
+        .init(name: "llmq_embed_cache_misses_total", type: "counter", labels: ["provider"],
+              help: "Embed inputs of cached routes or providers that went upstream."),
+        .init(name: "llmq_embed_cache_saved_bytes_total", type: "counter", labels: ["provider"],
+              help: "Vector bytes answered from the embedding cache instead of the provider."),
         // Tracing
         .init(name: "llmq_trace_spans_dropped_total", type: "counter", labels: ["reason"],
               help: "Spans not delivered to the OTLP endpoint."),

@@ -221,13 +221,28 @@ public final class JobRunner: Sendable {
             guard remaining! > 0 else { return .failed(LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out")) }
         }
         writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: v.job.metadata)
+        // Embed jobs of a cached route or provider send only the inputs Redis does not hold; the decoder then writes
+        // into a scratch writer and `EmbeddingBatch.finish` answers every input in order.
+        var batch: EmbeddingBatch?
+        if v.job.mode == .embed, v.job.params.cache, let scope = registry.embedCache.scope(route: v.job.model, provider: provider.name) {
+            batch = await EmbeddingBatch.lookUp(v.job, provider: provider.endpoint, model: target.model, scope: scope, cache: registry.embedCache)
+            if let batch, batch.misses.isEmpty {
+                _ = await batch.finish(scratch: nil, into: writer)
+                return .succeeded(Outcome(
+                    finishReason: "stop", usage: Usage(promptTokens: 0, completionTokens: 0),
+                    ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) }, durationMs: Clock.millis(since: v.t0),
+                    metadata: v.job.metadata))
+            }
+        }
+        let job = batch?.upstreamJob(v.job) ?? v.job
+        let scratch = batch.map { _ in EventWriter(id: v.job.id) }
         let request: HTTPRequest
         do {
-            request = try provider.makeRequest(job: v.job, model: target.model, timeout: remaining)
+            request = try provider.makeRequest(job: job, model: target.model, timeout: remaining)
         } catch {
             return .failed(error)
         }
-        let decoder = provider.makeDecoder(job: v.job, writer: writer)
+        let decoder = provider.makeDecoder(job: job, writer: scratch ?? writer)
         let permit = await registry.limiter.acquire(provider.name)  // max_concurrency per provider
         defer { if permit { registry.limiter.release(provider.name) } }
         let token = TransferToken()
@@ -239,6 +254,7 @@ public final class JobRunner: Sendable {
 
         if result.completed && result.isHTTPSuccess && decoder.failure == nil && decoder.complete {
             registry.cooldowns.record(provider.name, error: nil)
+            if let batch, let failure = await batch.finish(scratch: scratch, into: writer) { return .failed(failure) }
             return .succeeded(Outcome(
                 finishReason: decoder.finishReason ?? "stop", usage: decoder.usage,
                 ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) },

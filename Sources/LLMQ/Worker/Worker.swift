@@ -47,6 +47,7 @@ public final class Worker: Service {
         let modes = config.modes.keys.sorted()
         let promoter = DelayedJobPromoter(keys: keys, modes: modes, url: url, batch: config.delayedBatch, logger: logger)
         FarmMetrics.primeLifecycle(modes: modes)
+        FarmMetrics.primeEmbedCache(providers: config.providers.keys.sorted())
         let runner = JobRunner(
             settings: .init(
                 worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes,
