@@ -1,36 +1,87 @@
-"""Appends one compare.sh run to BENCHMARKS.md as a table: record.py OUTPUT BENCHMARKS.md COMMAND"""
+"""Appends one `make bench` run (run.sh's output directory) to BENCHMARKS.md: record.py OUT_DIR BENCHMARKS.md"""
 import datetime, json, os, platform, subprocess, sys
 
-out, md, command = sys.argv[1:4]
-rows = {}
-ratios = None
-for line in open(out):
-    line = line.strip()
-    if not line.startswith("{"):
-        continue
-    d = json.loads(line)
-    if "who" in d:
-        rows[d["who"]] = d
-    elif "chunks_per_s_ratio_burst" in d:
-        ratios = d
-if "peer" not in rows or "farm" not in rows:
-    sys.exit("compare.sh printed no peer and farm figures; see its output above")
-cpu = subprocess.run(["sh", "-c", "nproc"], capture_output=True, text=True).stdout.strip()
-rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(md) or ".").stdout.strip()
-lines = [f"\n## {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {rev}, {cpu} cores, {platform.machine()}\n",
-         f"Command: `{command}`\n",
-         "| who | burst jobs/s | burst chunks/s | closed-loop jobs/s | TTFT p50 ms | TTFT p99 ms | job p50 ms | job p99 ms | done/jobs |",
-         "|---|---|---|---|---|---|---|---|---|"]
-for who in ("peer", "farm"):
-    b, c = rows[who]["burst"], rows[who]["closed"]
-    lines.append(f"| {who} | {b['jobs_per_s']:.0f} | {b['chunks_per_s']:.0f} | {c['jobs_per_s']:.0f} | {c['ttft_ms_p50']:.2f} | {c['ttft_ms_p99']:.2f} | "
-                 f"{c['latency_ms_p50']:.2f} | {c['latency_ms_p99']:.2f} | {b['done']}/{b['jobs']}, {c['done']}/{c['jobs']} |")
-if ratios:
-    lines.append(f"\nfarm/peer: burst chunks/s x{ratios['chunks_per_s_ratio_burst']}, closed-loop jobs/s x{ratios['jobs_per_s_ratio_closed']}; "
-                 f"TTFT p50 peer {ratios['ttft_p50_ms_peer_vs_farm'][0]:.2f} ms vs farm {ratios['ttft_p50_ms_peer_vs_farm'][1]:.2f} ms\n")
+out, md = sys.argv[1:3]
+
+
+def lines_of(name):
+    p = os.path.join(out, name + ".out")
+    return [json.loads(l) for l in open(p) if l.strip().startswith("{")] if os.path.exists(p) else []
+
+
+def command(name):
+    p = os.path.join(out, name + ".cmd")
+    if not os.path.exists(p):
+        return "?"
+    here = os.path.dirname(os.path.abspath(__file__))
+    return open(p).read().strip().replace(os.path.dirname(os.path.dirname(here)) + "/", "").replace(
+        os.path.dirname(os.path.dirname(os.path.dirname(here))) + "/shared/", "../shared/")
+
+
+def compare(name):
+    rows, ratios = {}, None
+    for d in lines_of(name):
+        if "who" in d:
+            rows[d["who"]] = d
+        elif "chunks_per_s_ratio_burst" in d:
+            ratios = d
+    return rows, ratios
+
+
+cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                     cwd=os.path.dirname(os.path.abspath(md))).stdout.strip()
+load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
+text = [f"\n## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {rev}, {cpu} cores, {platform.machine()} "
+        f"(load average {load} at the end)\n"]
+
+rows, ratios = compare("stream")
+if "peer" in rows and "farm" in rows:
+    text += [f"Streaming, 100-token jobs. Command: `{command('stream')}`\n",
+             "| who | burst jobs/s | burst chunks/s | closed-loop jobs/s | TTFT p50 ms | TTFT p99 ms | job p50 ms | job p99 ms | done/jobs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for who in ("peer", "farm"):
+        b, c = rows[who]["burst"], rows[who]["closed"]
+        text.append(f"| {who} | {b['jobs_per_s']:.0f} | {b['chunks_per_s']:.0f} | {c['jobs_per_s']:.0f} | {c['ttft_ms_p50']:.2f} | "
+                    f"{c['ttft_ms_p99']:.2f} | {c['latency_ms_p50']:.2f} | {c['latency_ms_p99']:.2f} | {b['done']}/{b['jobs']}, {c['done']}/{c['jobs']} |")
+    if ratios:
+        text.append(f"\nfarm/peer: burst chunks/s x{ratios['chunks_per_s_ratio_burst']}, closed-loop jobs/s x{ratios['jobs_per_s_ratio_closed']}\n")
+
+rows, _ = compare("short")
+if "peer" in rows and "farm" in rows:
+    p, f = rows["peer"]["burst"], rows["farm"]["burst"]
+    text += [f"Short jobs, 1 token each, burst. Command: `{command('short')}`\n",
+             "| who | jobs | done | lines delivered | jobs/s |", "|---|---|---|---|---|"]
+    for who, b in (("peer", p), ("farm", f)):
+        text.append(f"| {who} | {b['jobs']} | {b['done']} | {b.get('lines', '?')} | {b['jobs_per_s']:.0f} |")
+    text.append(f"\nfarm/peer: x{f['jobs_per_s'] / p['jobs_per_s']:.1f} jobs/s\n" if p["jobs_per_s"] else "")
+
+over = []
+for name in ("overhead", "paced1k", "paced10k"):
+    for d in lines_of(name):
+        if "who" in d and "run" in d:
+            over.append((name, d))
+if over:
+    text += ["What the farm adds (paced upstream stamping each token with the clock; pickup = LPUSH to the upstream having the request, "
+             "token lag = the upstream wrote a token to a subscriber having its line). Commands:\n"]
+    for name in ("overhead", "paced1k", "paced10k"):
+        if os.path.exists(os.path.join(out, name + ".cmd")):
+            text.append(f"- `{command(name)}`")
+    text += ["", "| who | model | C | jobs done | pickup p50/p99 ms | token lag p50/p99 ms | added TTFT p50/p99 ms | RSS peak MB (process tree) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in over:
+        m = r["run"] or {}
+        g = lambda k: m.get(k, float("nan"))
+        text.append(f"| {r['who']} | {r['model']} | {r['concurrency']} | {m.get('done')}/{m.get('jobs')} | "
+                    f"{g('pickup_ms_p50'):.2f} / {g('pickup_ms_p99'):.2f} | {g('token_lag_ms_p50'):.2f} / {g('token_lag_ms_p99'):.2f} | "
+                    f"{g('added_ttft_ms_p50'):.2f} / {g('added_ttft_ms_p99'):.2f} | {r['rss_peak_mb']} |")
+    text.append("")
+
+if len(text) == 1:
+    sys.exit("the bench printed no figures; see its output above")
 if not os.path.exists(md):
     open(md, "w").write("# Benchmarks\n\nEvery figure below was printed by the command given with it, on the machine described in its heading. "
                         "Newest last.\n")
-with open(md, "a") as f:
-    f.write("\n".join(lines) + "\n")
+with open(md, "a") as fh:
+    fh.write("\n".join(text) + "\n")
 print(f"recorded in {md}")

@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# `make bench`: the Python peer and the llmq farm side by side in one run
-# (../shared/bench/compare.sh), then the figures into BENCHMARKS.md.
-#   run.sh BENCH_DIR [compare.sh options]
+# `make bench`: the Python peer and the llmq farm side by side, in one run each
+# (../shared/bench/compare.sh and overhead.sh), then the figures into BENCHMARKS.md:
+#   1. streaming throughput: 100-token jobs, burst and closed loop (compare.sh);
+#   2. short jobs: 1-token jobs, burst (compare.sh -t 1);
+#   3. what the farm adds: pickup, token lag and added TTFT at C=32 with 2 workers, peer beside it;
+#   4. one worker with many paced streams (1,000 and 10,000), the farm alone.
+#   run.sh BENCH_DIR
+# LLMQ_BENCH_QUICK=1 runs smaller sizes (a smoke run, not for the record).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bench=$(cd "${1:?usage: run.sh BENCH_DIR}" && pwd); shift
-out=$(mktemp /tmp/llmq-bench-out.XXXXXX)
-cmd=("$bench/compare.sh" "$@" -- "$here/farm.sh" {redis} {upstream})
-echo "running: ${cmd[*]}"
-"${cmd[@]}" 2>&1 | tee "$out"
-python3 "$here/record.py" "$out" "$root/BENCHMARKS.md" "make bench  (compare.sh $* -- Ops/bench/farm.sh {redis} {upstream})"
+out=$(mktemp -d /tmp/llmq-bench-out.XXXXXX)
+quick=${LLMQ_BENCH_QUICK:-}
+short_jobs=20000 many=10000
+[ -n "$quick" ] && short_jobs=5000 many=2000
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+step() {  # NAME COMMAND...
+  local name=$1; shift
+  echo "running: $*"
+  "$@" 2>&1 | tee "$out/$name.out"
+  printf '%s\n' "$*" > "$out/$name.cmd"
+}
+step stream "$bench/compare.sh" -- "$here/farm.sh" {redis} {upstream}
+step short "$bench/compare.sh" -t 1 -j "$short_jobs" -- "$here/farm.sh" {redis} {upstream}
+step overhead "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
+LLMQ_BENCH_CONCURRENCY=$((many + 100)) step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$((many + 100)) step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"
