@@ -1,0 +1,156 @@
+import Foundation
+import LLMQ
+import LLMQTestSupport
+import Testing
+
+/// Redis Sentinel: `redis+sentinel://` URLs, a farm that finds its master
+/// through three sentinels, and failovers under load with and without
+/// `durability: replica`, counted the way the chaos suite counts (jobs never
+/// ended, jobs with two terminal events) plus results that were written and
+/// then lost with the old master.
+@Suite(.serialized) struct SentinelTests {
+    @Test func sentinelURLsParseAndExplainMistakes() throws {
+        let u = try RedisURL("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26380,sentinel-c/main/2", environment: [:])
+        #expect(u.sentinel?.sentinels.map(\.port) == [26379, 26380, 26379])
+        #expect(u.sentinel?.sentinels.map(\.host) == ["10.0.0.1", "10.0.0.2", "sentinel-c"])
+        #expect(u.sentinel?.masterName == "main")
+        #expect(u.password == "s3cret" && u.database == 2)
+        #expect(u.description == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380,sentinel-c:26379/main/2")
+        let env = ["LLMQ_SENTINEL_PASSWORD": "sp", "LLMQ_REDIS_PASSWORD": "mp"]
+        let v = try RedisURL("redis+sentinel://127.0.0.1:1/m", environment: env)
+        #expect(v.sentinel?.password == "sp" && v.password == "mp")
+        for bad in ["redis+sentinel://127.0.0.1:26379", "redis+sentinel://127.0.0.1:26379/", "redis+sentinel:///m",
+                    "redis+sentinel://h:0/m", "redis+sentinel://h:x/m", "redis+sentinel://h/m/x"] {
+            #expect(throws: LLMQError.self, "\(bad) must be refused") { try RedisURL(bad, environment: [:]) }
+        }
+        #expect(throws: LLMQError.self) { try ConfigLoader.validate({ var c = FarmConfig(); c.durability = "disk"; return c }(), source: "t") }
+        let compose = try ConfigLoader.load(path: "\(TestEnvironment.packageRoot)/Ops/sentinel/farm.yaml", environment: [:])
+        let composeURL = try RedisURL(compose.redis)
+        #expect(compose.durability == "replica")
+        #expect(composeURL.sentinel?.sentinels.count == 3)
+    }
+
+    @Test func aFarmFindsItsMasterThroughTheSentinels() async throws {
+        let env = try TestEnvironment("sentinel")
+        let s = try LocalSentinels(directory: env.dir + "/sentinel")
+        defer { s.stop() }
+        // A dead sentinel first in the list is skipped; a connection lands on the master, never the replica.
+        let dead = try FreePort.find()
+        let url = try RedisURL(s.url.replacingOccurrences(of: "://", with: "://127.0.0.1:\(dead),"))
+        let c = try RedisConnection(url)
+        #expect(try c.command(["ROLE"]).array?.first?.string == "master")
+        #expect(try c.command(["SET", env.key("probe"), "1"]) == .status("OK"))
+
+        let config = try sentinelConfig(env, s, workers: 1)
+        let farm = try env.start(["farm", "--config", config])
+        let master = try PlainRedis(port: s.masterPort() ?? 0)
+        let ids = (0..<20).map { "sf-\($0)" }
+        for id in ids { try master.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: "sim/sim:tokens=3")) }
+        try env.until("20 jobs done through the sentinel URL", timeout: 30) {
+            try ids.allSatisfy { (try master.run("GET", env.key("{\($0)}:result")).string ?? "").contains(#""status":"done""#) }
+        }
+        // `llmq stats` and the other commands take the same URL.
+        let stats = try env.start(["stats", "--redis", s.url, "--prefix", env.prefix], log: "stats.log")
+        #expect(ChildProcess.exitCode(try await env.waitExit(stats)) == 0, "llmq stats failed: \(env.log("stats.log"))")
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0, "farm log: \(env.log().suffix(1500))")
+    }
+
+    @Test func aSwitchOverUnderLoadWithoutDurability() async throws {
+        let r = try await Failover(durable: false, jobs: 200).run()
+        // Asynchronous replication may lose what the old master took in its last moments: counted, not hidden.
+        #expect(r.neverEnded + r.lostResults <= r.jobs / 10, "the farm did not recover from the failover: \(r)")
+    }
+
+    @Test func aSwitchOverUnderLoadWithReplicaDurability() async throws {
+        let r = try await Failover(durable: true, jobs: 200).run()
+        #expect(r.neverEnded == 0, "\(r)")
+        #expect(r.lostResults == 0, "\(r)")
+    }
+
+    @Test func aKilledMasterUnderLoadWithReplicaDurability() async throws {
+        let r = try await Failover(durable: true, jobs: 200, kill: true).run()
+        #expect(r.neverEnded == 0, "\(r)")
+        #expect(r.lostResults == 0, "\(r)")
+    }
+}
+
+func sentinelConfig(_ env: TestEnvironment, _ s: LocalSentinels, workers: Int, extra: String = "") throws -> String {
+    let path = try env.writeConfig(workers: workers, modes: ["chat": 8], extra: extra)
+    let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "redis: \(env.redisURL)\n", with: "redis: \(s.url)\n")
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// One failover under load: a farm of two workers runs `jobs` streaming jobs through the sentinel URL;
+/// once a quarter has ended, the master is switched over (SENTINEL FAILOVER) or killed with SIGKILL.
+struct Failover {
+    struct Report: CustomStringConvertible {
+        var jobs = 0, neverEnded = 0, doubled = 0, lostResults = 0, resultsBefore = 0
+        var seconds = 0.0
+        var label = ""
+        var description: String {
+            "\(label): \(jobs) jobs, never ended \(neverEnded), two terminal events \(doubled), results lost \(lostResults) "
+                + "of \(resultsBefore) written before the failover, \(String(format: "%.1f", seconds)) s"
+        }
+    }
+
+    let durable: Bool
+    let jobs: Int
+    var kill = false
+
+    func run() async throws -> Report {
+        let env = try TestEnvironment("failover")
+        let s = try LocalSentinels(directory: env.dir + "/sentinel")
+        defer { s.stop() }
+        let config = try sentinelConfig(env, s, workers: 2, extra: """
+            lease_ttl_s: 10
+            max_attempts: 6
+            retry_base_s: 0.05
+            retry_max_s: 0.5
+            durability: \(durable ? "replica" : "none")
+
+            """)
+        let farm = try env.start(["farm", "--config", config])
+        let t0 = Date()
+        let ids = (0..<jobs).map { "fo-\($0)" }
+        let first = try PlainRedis(port: s.masterPort() ?? 0)
+        for id in ids { try first.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: "sim/sim:tokens=30,delay_ms=10")) }
+        // The producer's own writes are not what is measured: they reach the replica before the failover.
+        #expect(try first.run("WAIT", "1", "5000") == .int(1))
+        let resultKeys = env.key("{fo-*}:result")
+        try env.until("a quarter of the jobs done", timeout: 60) { (try first.run("KEYS", resultKeys).array?.count ?? 0) >= jobs / 4 }
+        let before = Set(try first.run("KEYS", resultKeys).array?.compactMap(\.string) ?? [])
+        if kill { try await s.killMaster() } else { try s.failover() }
+
+        // Count on the new master until every job ended, or nothing moved for 8 s (a job stuck in a live
+        // worker's in-flight list never ends by itself).
+        var report = Report(jobs: jobs, resultsBefore: before.count)
+        report.label = "\(kill ? "SIGKILL of the master" : "SENTINEL FAILOVER"), durability \(durable ? "replica" : "none")"
+        var lastEnded = -1
+        var lastChange = Date()
+        let deadline = Date().addingTimeInterval(90)
+        while true {
+            let r = try PlainRedis(port: s.masterPort() ?? 0)
+            var never = 0, doubled = 0
+            for id in ids {
+                let n = try r.terminalLinesCount(env: env, id: id)
+                if n == 0 { never += 1 } else if n > 1 { doubled += 1 }
+            }
+            report.neverEnded = never
+            report.doubled = doubled
+            let ended = jobs - never
+            if ended != lastEnded { (lastEnded, lastChange) = (ended, Date()) }
+            if never == 0 || Date().timeIntervalSince(lastChange) > 8 || Date() > deadline { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let r = try PlainRedis(port: s.masterPort() ?? 0)
+        report.lostResults = try before.filter { try r.run("EXISTS", $0) != .int(1) }.count
+        report.seconds = Date().timeIntervalSince(t0)
+        print("sentinel failover: \(report)")
+        farm.signal(SIGTERM)
+        _ = try? await env.waitExit(farm, timeout: 30)
+        #expect(!env.log().contains("died ("), "a worker crashed: \(env.log().suffix(2000))")
+        return report
+    }
+}
