@@ -86,11 +86,12 @@ func sentinelConfig(_ env: TestEnvironment, _ s: LocalSentinels, workers: Int, e
 /// once a quarter has ended, the master is switched over (SENTINEL FAILOVER) or killed with SIGKILL.
 struct Failover {
     struct Report: CustomStringConvertible {
-        var jobs = 0, neverEnded = 0, doubled = 0, lostResults = 0, resultsBefore = 0
+        var jobs = 0, neverEnded = 0, doubled = 0, lostResults = 0, resultsBefore = 0, seenTwice = 0
         var seconds = 0.0
         var label = ""
         var description: String {
-            "\(label): \(jobs) jobs, never ended \(neverEnded), two terminal events \(doubled), results lost \(lostResults) "
+            "\(label): \(jobs) jobs, never ended \(neverEnded), two terminal events in the log \(doubled), "
+                + "two different terminal events seen live \(seenTwice), results lost \(lostResults) "
                 + "of \(resultsBefore) written before the failover, \(String(format: "%.1f", seconds)) s"
         }
     }
@@ -111,6 +112,9 @@ struct Failover {
             durability: \(durable ? "replica" : "none")
 
             """)
+        // Subscribers on both nodes see what each master published, also what a former master took after the switch.
+        let live = LiveTerminals(ports: Array(s.nodes.keys), pattern: env.key("{fo-*}:tokens"))
+        defer { live.stop() }
         let farm = try env.start(["farm", "--config", config])
         let t0 = Date()
         let ids = (0..<jobs).map { "fo-\($0)" }
@@ -147,10 +151,47 @@ struct Failover {
         let r = try PlainRedis(port: s.masterPort() ?? 0)
         report.lostResults = try before.filter { try r.run("EXISTS", $0) != .int(1) }.count
         report.seconds = Date().timeIntervalSince(t0)
+        report.seenTwice = live.jobsSeenTwice()
         print("sentinel failover: \(report)")
         farm.signal(SIGTERM)
         _ = try? await env.waitExit(farm, timeout: 30)
         #expect(!env.log().contains("died ("), "a worker crashed: \(env.log().suffix(2000))")
         return report
+    }
+}
+
+/// Terminal events as subscribers saw them, one thread per node; a line seen on both nodes counts once.
+final class LiveTerminals: @unchecked Sendable {  // `seen` and `stopped` guarded by `lock`
+    private let lock = NSLock()
+    private var seen: [String: Set<String>] = [:]
+    private var stopped = false
+
+    init(ports: [Int], pattern: String) {
+        for port in ports { Thread { self.listen(port: port, pattern: pattern) }.start() }
+    }
+
+    func stop() { lock.withLock { stopped = true } }
+
+    func jobsSeenTwice() -> Int { lock.withLock { seen.values.filter { $0.count > 1 }.count } }
+
+    private func listen(port: Int, pattern: String) {
+        var client: PlainRedis?
+        while !lock.withLock({ stopped }) {
+            do {
+                if client == nil {
+                    client = try PlainRedis(port: port)
+                    try client!.run("PSUBSCRIBE", pattern)
+                }
+                guard let msg = try client!.next(timeout: 0.2)?.array, msg.count == 4, let channel = msg[2].string,
+                      let payload = msg[3].string, let open = channel.firstIndex(of: "{"), let close = channel.firstIndex(of: "}") else { continue }
+                let id = String(channel[channel.index(after: open)..<close])
+                for line in payload.split(separator: "\n") where line.contains(#""type":"done""#) || line.contains(#""type":"error""#) {
+                    lock.withLock { _ = seen[id, default: []].insert(String(line)) }
+                }
+            } catch {
+                client = nil
+                usleep(20_000)
+            }
+        }
     }
 }

@@ -25,6 +25,8 @@ final class SentinelResolver: Sendable {
         /// The sentinel that answered last, asked first next time.
         var preferred = 0
         var watching = false
+        /// The URL connections were made from (credentials and database for the data nodes).
+        var url: RedisURL?
     }
 
     let set: SentinelSet
@@ -52,6 +54,7 @@ final class SentinelResolver: Sendable {
     }
 
     private func master(for url: RedisURL, timeout: Double) throws(LLMQError) -> RedisURL {
+        state.withLock { $0.url = url }
         startWatching()
         var problems: [String] = []
         // A failover in progress answers with an address that is not a master yet (or no longer):
@@ -128,6 +131,25 @@ final class SentinelResolver: Sendable {
 
     // MARK: +switch-master
 
+    /// Closes the connections a former master still serves. After a switch-over it keeps accepting
+    /// writes until the sentinels demote it (about 10 s later, when they close these same connections),
+    /// and every write it takes meanwhile is lost; closed now, every client reconnects through the
+    /// sentinels to the new master. A master that died has closed them itself.
+    private func cutOff(_ old: RedisURL) {
+        do throws(LLMQError) {
+            let c = try RedisConnection(old, connectTimeout: 1)
+            var closed = 0
+            for type in ["normal", "pubsub"] {
+                closed += try c.command(["CLIENT", "KILL", "TYPE", type, "SKIPME", "yes"]).integer ?? 0
+            }
+            logger.notice("closed the connections the former master still served", metadata: [
+                "former_master": "\(old.host):\(old.port)", "connections": "\(closed)",
+            ])
+        } catch {
+            logger.debug("the former master is unreachable", metadata: ["error": "\(error.message)"])
+        }
+    }
+
     private func startWatching() {
         guard state.withLock({ s in
             defer { s.watching = true }
@@ -157,10 +179,14 @@ final class SentinelResolver: Sendable {
                     let f = text.split(separator: " ")
                     guard f.count == 5, f[0] == set.masterName, let port = Int(f[4]) else { continue }
                     let address = SentinelSet.Address(host: String(f[3]), port: port)
-                    state.withLock { $0.master = address }
+                    let url = state.withLock { s in
+                        s.master = address
+                        return s.url
+                    }
                     logger.notice("the sentinels switched the Redis master", metadata: [
                         "master_name": "\(set.masterName)", "from": "\(f[1]):\(f[2])", "to": "\(f[3]):\(f[4])",
                     ])
+                    if let url, let oldPort = Int(f[2]) { cutOff(url.node(host: String(f[1]), port: oldPort)) }
                 }
             } catch {
                 logger.debug("sentinel watch lost its sentinel, trying the next", metadata: ["error": "\(error.message)"])
