@@ -104,14 +104,14 @@ public final class LocalSentinels: @unchecked Sendable {  // used from one test 
     }
 
     /// Asks a sentinel for a failover (the planned switch-over an operator makes) and waits until all
-    /// three name the former replica, and the former master serves as its replica.
+    /// three name the former replica (the former master becomes its replica some seconds later).
     @discardableResult
     public func failover() throws -> (old: Int, new: Int) {
         guard let old = masterPort() else { throw TestFailure("no sentinel names a master") }
         let new = otherPort(old)
         let r = try PlainRedis(port: sentinelPorts[0]).run("SENTINEL", "failover", masterName)
         guard r == .string("OK") else { throw TestFailure("SENTINEL FAILOVER refused: \(r)") }
-        try waitAgreement(master: new, replica: old)
+        try waitNamed(new)
         return (old, new)
     }
 
@@ -126,8 +126,17 @@ public final class LocalSentinels: @unchecked Sendable {  // used from one test 
         try Self.until("a sentinel to promote \(new)", timeout: 30) { self.masterPort() == new }
         nodes[old] = try LocalRedis(directory: "\(directory)/node-\(old)-again", port: old,
                                     extraArguments: ["--replicaof", "127.0.0.1", String(new)])
-        try waitAgreement(master: new, replica: old)
+        try waitNamed(new)
         return (old, new)
+    }
+
+    /// Waits until every sentinel names `master`.
+    public func waitNamed(_ master: Int, timeout: Double = 30) throws {
+        try Self.until("every sentinel to name master \(master)", timeout: timeout) {
+            try sentinelPorts.allSatisfy { p in
+                try PlainRedis(port: p).run("SENTINEL", "get-master-addr-by-name", masterName).array?.last?.string == String(master)
+            }
+        }
     }
 
     static func linked(_ port: Int) throws -> Bool {
