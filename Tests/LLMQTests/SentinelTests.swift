@@ -56,6 +56,32 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0, "farm log: \(env.log().suffix(1500))")
     }
 
+    /// `durability: replica` without any replica: the terminal write goes out (subscribers see it) but the
+    /// job stays in flight, unacknowledged, until a replica confirms it; then it is acknowledged.
+    @Test func replicaDurabilityHoldsTheAcknowledgementUntilAReplicaConfirms() async throws {
+        let env = try TestEnvironment("durability")
+        let config = try env.writeConfig(workers: 1, modes: ["chat": 2], extra: "durability: replica\n")
+        let farm = try env.start(["farm", "--config", config])
+        let redis = try env.client()
+        try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: "d-1", model: "sim/sim:tokens=3"))
+        try env.until("the terminal write of d-1", timeout: 30) { try redis.terminalLinesCount(env: env, id: "d-1") == 1 }
+        let inflight = { try (redis.run("KEYS", env.key("{chat}:inflight:*")).array ?? []).reduce(0) { n, k in
+            n + (try redis.run("LLEN", k.string!).int ?? 0)
+        } }
+        // Several WAITs of 1 s each come back empty meanwhile; the job must still be held.
+        let held = Date().addingTimeInterval(2.5)
+        while Date() < held {
+            #expect(try inflight() == 1, "a job was acknowledged before any replica confirmed its terminal write")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let replica = try LocalRedis(directory: env.dir + "/replica", extraArguments: ["--replicaof", "127.0.0.1", String(env.redis.port)])
+        defer { replica.process.signal(SIGKILL) }
+        try env.until("d-1 acknowledged once a replica confirmed", timeout: 30) { try inflight() == 0 }
+        #expect(try redis.terminalLinesCount(env: env, id: "d-1") == 1)
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0, "farm log: \(env.log().suffix(1500))")
+    }
+
     @Test func aSwitchOverUnderLoadWithoutDurability() async throws {
         let r = try await Failover(durable: false, jobs: 200).run()
         // Asynchronous replication may lose what the old master took in its last moments: counted, not hidden.
