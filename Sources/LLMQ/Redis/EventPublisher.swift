@@ -6,7 +6,7 @@ import Logging
 /// together in the next, in order.
 ///
 /// Errors: a batch that Redis refuses as "not now" (LOADING, BUSY, TRYAGAIN,
-/// MASTERDOWN, CLUSTERDOWN) or that meets a replica (READONLY, a failover
+/// MASTERDOWN, CLUSTERDOWN, NOREPLICAS) or that meets a replica (READONLY, a failover
 /// behind one address) is sent again on a new connection. Other refusals (OOM,
 /// NOPERM, a script error) are reported to the `send` that submitted the
 /// command, so a caller can hold back what must follow it (a job is never
@@ -117,7 +117,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
 
     /// Errors that mean "not now" rather than "never": the batch is sent again.
     static func isTransient(_ e: String) -> Bool {
-        ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"].contains { e.hasPrefix($0) }
+        ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "NOREPLICAS"].contains { e.hasPrefix($0) }
     }
 
     /// Errors that mean "not this server": reconnect (the address may lead to the new master) and send again.
