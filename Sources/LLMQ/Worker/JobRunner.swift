@@ -367,9 +367,10 @@ public final class JobRunner: Sendable {
     ///
     /// With `durability: replica`, a `terminal` write is followed by a WAIT for one replica on the
     /// same connection, and the move waits until a replica confirmed it: a failover can then lose the
-    /// acknowledgement but not the terminal write before it. While no replica confirms, the WAIT is
-    /// repeated (the terminal write is not repeated: its run token fences it) and the job keeps its
-    /// permit, so a master without a replica stops the farm from finishing jobs rather than risk them.
+    /// acknowledgement but not the terminal write before it. While no replica confirms, the batch and
+    /// its WAIT are sent again (the terminal write's run token makes the repeat a no-op, or writes it
+    /// to a new master that lacks it) and the job keeps its permit: a master without a replica stops
+    /// the farm from finishing jobs rather than acknowledge jobs a failover could take back.
     private func settle(_ epoch: UInt64, _ log: Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int,
                         terminal: Bool = false) async {
         var a: [UInt8] = []
