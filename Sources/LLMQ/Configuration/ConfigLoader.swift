@@ -75,6 +75,7 @@ public enum ConfigLoader {
             throw bad("log_level", "must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard ["text", "json"].contains(c.logFormat) else { throw bad("log_format", "must be text or json") }
+        guard ["none", "replica"].contains(c.durability) else { throw bad("durability", "must be none or replica, got \"\(c.durability)\"") }
         guard c.httpPort >= 0 && c.httpPort <= 65535 else { throw bad("http_port", "must be from 0 (off) to 65535, got \(c.httpPort)") }
         guard !c.httpHost.isEmpty else { throw bad("http_host", "must be an address such as 0.0.0.0 or 127.0.0.1") }
         try TracingConfig.validate(c.tracing, bad: bad)

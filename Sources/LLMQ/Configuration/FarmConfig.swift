@@ -40,6 +40,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var gateway: GatewayConfig = GatewayConfig()
     /// `embed_cache` of the routes written as `{targets, embed_cache}`, by route name.
     public var routeEmbedCaches: [String: EmbedCacheConfig] = [:]
+    /// `replica`: a job is acknowledged only once a replica confirmed its terminal write (WAIT); `none` does not wait.
+    public var durability: String = "none"
 
     public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -66,6 +68,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case tracing, gateway
         case delayedBatch = "delayed_batch"
         case leaseTTLS = "lease_ttl_s"
+        case durability
     }
 
     public init(from decoder: Decoder) throws {
@@ -97,6 +100,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         delayedBatch = try c.decodeIfPresent(Int.self, forKey: .delayedBatch) ?? d.delayedBatch
         leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
         gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
+        durability = try c.decodeIfPresent(String.self, forKey: .durability) ?? d.durability
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

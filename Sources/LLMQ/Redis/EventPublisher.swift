@@ -6,7 +6,7 @@ import Logging
 /// together in the next, in order.
 ///
 /// Errors: a batch that Redis refuses as "not now" (LOADING, BUSY, TRYAGAIN,
-/// MASTERDOWN, CLUSTERDOWN) or that meets a replica (READONLY, a failover
+/// MASTERDOWN, CLUSTERDOWN, NOREPLICAS) or that meets a replica (READONLY, a failover
 /// behind one address) is sent again on a new connection. Other refusals (OOM,
 /// NOPERM, a script error) are reported to the `send` that submitted the
 /// command, so a caller can hold back what must follow it (a job is never
@@ -31,6 +31,8 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
     private var waiters: [Waiter] = []
     private var stopping = false
     private var bufferEpoch: UInt64 = 0
+    /// Queued WAIT commands (see `send(_:replicas:timeoutMs:)`) by command number, with the replicas each needs.
+    private var replicaWaits: [Int: Int] = [:]
     private let url: RedisURL
     private let lease: Lease?
     private let logger: Logger
@@ -69,6 +71,18 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in enqueue(body, waiter: c) }
     }
 
+    /// As `send`, followed on the same connection by `WAIT replicas timeoutMs`: true only when Redis
+    /// accepted every command and at least `replicas` replicas confirmed them (and all this connection
+    /// wrote before). A batch sent again after a lost connection repeats the WAIT on the new one.
+    public func send(_ body: (inout [UInt8]) -> Int, replicas: Int, timeoutMs: Int) async -> Bool {
+        await send { buf in
+            let n = body(&buf)
+            RESP.appendCommand(["WAIT", String(replicas), String(timeoutMs)], to: &buf)
+            replicaWaits[commands + n] = replicas  // `enqueue` holds the lock and counts these after `body`
+            return n + 1
+        }
+    }
+
     private func enqueue(_ body: (inout [UInt8]) -> Int, waiter: CheckedContinuation<Bool, Never>) {
         condition.lock()
         let first = commands
@@ -103,7 +117,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
 
     /// Errors that mean "not now" rather than "never": the batch is sent again.
     static func isTransient(_ e: String) -> Bool {
-        ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"].contains { e.hasPrefix($0) }
+        ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "NOREPLICAS"].contains { e.hasPrefix($0) }
     }
 
     /// Errors that mean "not this server": reconnect (the address may lead to the new master) and send again.
@@ -127,6 +141,8 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
             let total = commands
             let first = sentCommands
             let epoch = bufferEpoch
+            let waits = replicaWaits
+            replicaWaits.removeAll()
             condition.unlock()
 
             var refused: [Int] = []
@@ -138,7 +154,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 }
             } else if n > 0 {
                 droppedLogged = false
-                refused = deliver(out, count: n, first: first, connection: &connection)
+                refused = deliver(out, count: n, first: first, waits: waits, connection: &connection)
             }
             out.removeAll(keepingCapacity: true)
             sentCommands = total
@@ -157,7 +173,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
     }
 
     /// Writes one batch until Redis took it; returns the numbers of the commands it refused for good.
-    private func deliver(_ out: [UInt8], count n: Int, first: Int, connection: inout RedisConnection?) -> [Int] {
+    private func deliver(_ out: [UInt8], count n: Int, first: Int, waits: [Int: Int], connection: inout RedisConnection?) -> [Int] {
         var backoff = 0.05
         while true {
             do throws(LLMQError) {
@@ -171,6 +187,17 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 var again: String?
                 var refused: [Int] = []
                 for i in 0..<n {
+                    if let need = waits[first + i] {
+                        switch try connection!.reply() {
+                        case .integer(let got) where got >= need: break
+                        // A demoted master refuses WAIT: the batch goes again to wherever the master is now.
+                        case .error(let e) where !e.hasPrefix("NOPERM"): again = again ?? e
+                        case let r:
+                            refused.append(first + i)
+                            logger.warning("too few replicas confirmed a write in time", metadata: ["reply": "\(r)", "needed": "\(need)"])
+                        }
+                        continue
+                    }
                     guard let e = try connection!.skipReply() else { continue }
                     if Self.isTransient(e) || Self.needsReconnect(e) {
                         again = again ?? e

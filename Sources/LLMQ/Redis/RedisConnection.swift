@@ -13,10 +13,11 @@ public final class RedisConnection {
         self.url = url
         let tv = timeval(tv_sec: Int(connectTimeout), tv_usec: Int((connectTimeout - Double(Int(connectTimeout))) * 1e6))
         let c: UnsafeMutablePointer<redisContext>?
-        if let path = url.unixPath {
+        let address = try SentinelResolver.target(for: url, connectTimeout: connectTimeout)  // the master now, for redis+sentinel://
+        if let path = address.unixPath {
             c = redisConnectUnixWithTimeout(path, tv)
         } else {
-            c = redisConnectWithTimeout(url.host, Int32(url.port), tv)
+            c = redisConnectWithTimeout(address.host, Int32(address.port), tv)
         }
         guard let c else { throw .redis("cannot allocate a Redis connection to \(url)") }
         if c.pointee.err != 0 {

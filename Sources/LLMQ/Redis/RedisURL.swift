@@ -10,6 +10,8 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var username: String?
     public var password: String?
     public var database: Int
+    /// Set for `redis+sentinel://`: every connection asks these sentinels where the master is now.
+    public var sentinel: SentinelSet?
 
     public init(host: String = "127.0.0.1", port: Int = 6379, unixPath: String? = nil, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.host = host
@@ -31,6 +33,8 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         self.init()
         if text.hasPrefix("unix://") {
             unixPath = String(text.dropFirst("unix://".count))
+        } else if text.hasPrefix(Self.sentinelScheme) {
+            self = try RedisURL(sentinelURL: text, environment: environment)
         } else {
             guard text.hasPrefix("redis://"), let comps = URLComponents(string: text) else {
                 throw .configuration("\(text) is not a Redis URL; write redis://[user:password@]host:port[/db]")
@@ -54,6 +58,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     /// The URL without the password, for logs.
     public var description: String {
         if let unixPath { return "unix://\(unixPath)" }
+        if let sentinel { return database == 0 ? sentinel.description : "\(sentinel)/\(database)" }
         let auth = password == nil ? (username.map { "\($0)@" } ?? "") : "\(username ?? ""):***@"
         return "redis://\(auth)\(host):\(port)/\(database)"
     }

@@ -20,6 +20,8 @@ public final class JobRunner: Sendable {
         /// Exponential backoff between attempts: first delay and cap, seconds (full jitter).
         public var retryBase: Double = 0.25
         public var retryCap: Double = 10
+        /// `durability: replica`: a terminal write must reach a replica (WAIT) before the job is acknowledged.
+        public var replicaAcknowledged = false
     }
 
     let settings: Settings
@@ -290,7 +292,7 @@ public final class JobRunner: Sendable {
             id: v.job.id, worker: settings.worker, attempt: attempt, metadata: v.job.metadata, writer: w, provider: target.provider.name,
             model: target.model, outcome: outcome)
         await settle(v.handle.epoch, v.log, { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
-                     then: { v.held.acknowledge(into: &$0) })
+                     then: { v.held.acknowledge(into: &$0) }, terminal: true)
         FarmMetrics.requestFinished(
             mode: v.job.mode, provider: target.provider.name, model: labels.label(provider: target.provider.name, model: target.model),
             outcome: "done", seconds: outcome.durationMs / 1000, ttft: outcome.ttftMs.map { $0 / 1000 },
@@ -313,7 +315,7 @@ public final class JobRunner: Sendable {
             : nil
         await settle(v.handle.epoch, v.log,
                      { v.stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
-                     then: { v.held.leave(dead: dead, into: &$0) })
+                     then: { v.held.leave(dead: dead, into: &$0) }, terminal: true)
         if error.code == .cancelled { FarmMetrics.cancelled(mode: v.job.mode) }
         if deadLetter { FarmMetrics.deadLettered(mode: v.job.mode, code: error.code.rawValue) }
         let provider = v.target?.provider.name ?? "none"
@@ -371,26 +373,46 @@ public final class JobRunner: Sendable {
         let result = ResultRecord(id: id, worker: settings.worker, attempt: attempt, metadata: nil, writer: nil, provider: nil, model: nil,
                                   error: rejection.error)
         await settle(epoch, logger, { stream.drainTerminal(into: &$0, result: result.json, resultTTL: self.settings.resultTTL, runToken: result.run) },
-                     then: { held.bury(dead, into: &$0) })
+                     then: { held.bury(dead, into: &$0) }, terminal: true)
     }
 
     /// Ends a visit: writes `first` (the job's last lines, its terminal write), then, once Redis
     /// accepted all of it, `then` (the move out of the in-flight list). A refused part is sent again,
     /// the same bytes, with a backoff; the move never goes without what precedes it. Nothing is
     /// written once the lease the job was taken under is gone.
-    private func settle(_ epoch: UInt64, _ log: Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int) async {
+    ///
+    /// With `durability: replica`, a `terminal` write is followed by a WAIT for one replica on the
+    /// same connection, and the move waits until a replica confirmed it: a failover can then lose the
+    /// acknowledgement but not the terminal write before it. While no replica confirms, the batch and
+    /// its WAIT are sent again (the terminal write's run token makes the repeat a no-op, or writes it
+    /// to a new master that lacks it) and the job keeps its permit: a master without a replica stops
+    /// the farm from finishing jobs rather than acknowledge jobs a failover could take back.
+    private func settle(_ epoch: UInt64, _ log: Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int,
+                        terminal: Bool = false) async {
         var a: [UInt8] = []
         let na = first(&a)
         var b: [UInt8] = []
         let nb = move(&b)
         var backoff = 0.1
-        for (bytes, n) in [(a, na), (b, nb)] where n > 0 {
+        let durable = terminal && settings.replicaAcknowledged
+        for (step, (bytes, n)) in [(a, na), (b, nb)].enumerated() where n > 0 {
             var tries = 0
             while true {
                 guard lease.holds(epoch) else { return }
-                if await publisher.send({ $0.append(contentsOf: bytes); return n }) { break }
+                let body = { (buf: inout [UInt8]) -> Int in
+                    buf.append(contentsOf: bytes)
+                    return n
+                }
+                if durable && step == 0 {
+                    if await publisher.send(body, replicas: 1, timeoutMs: Self.replicaWaitMs) { break }
+                } else if await publisher.send(body) {
+                    break
+                }
                 tries += 1
-                guard tries < 10 else {
+                if durable && step == 0 && tries == 1 {
+                    log.warning("no replica confirmed a terminal write yet; the job stays in flight until one does")
+                }
+                guard tries < (durable && step == 0 ? 200 : 10) else {
                     log.error("Redis keeps refusing a job's last writes; it stays in flight and is recovered when this worker restarts")
                     return
                 }
@@ -399,4 +421,7 @@ public final class JobRunner: Sendable {
             }
         }
     }
+
+    /// How long one WAIT for a replica may block the publisher (and so every stream of this worker).
+    static let replicaWaitMs = 1000
 }
