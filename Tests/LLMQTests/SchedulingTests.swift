@@ -161,7 +161,7 @@ import Testing
 
     // MARK: through real farms
 
-    func config(_ env: TestEnvironment, mode: String, extra: String = "") throws -> String {
+    func config(_ env: TestEnvironment, mode: String, extra: String = "", httpPort: Int = 0) throws -> String {
         let text = """
             redis: \(env.redisURL)
             prefix: \(env.prefix)
@@ -169,7 +169,8 @@ import Testing
             drain_timeout_s: 10
             restart_backoff_s: 0.1
             log_level: info
-            http_port: 0
+            http_port: \(httpPort)
+            http_host: 127.0.0.1
             modes:
               \(mode)
             providers:
@@ -241,7 +242,9 @@ import Testing
 
     @Test func aTenantAtItsLimitDoesNotHoldUpOthers() async throws {
         let env = try TestEnvironment("limit-farm")
-        let path = try config(env, mode: "chat: {concurrency: 8, schedule: fair}", extra: "tenants: {acme: {weight: 4, max_concurrent: 2}}")
+        let port = try FreePort.find()
+        let path = try config(env, mode: "chat: {concurrency: 8, schedule: fair}", extra: "tenants: {acme: {weight: 4, max_concurrent: 2}}",
+                              httpPort: port)
         let events = try env.collector()
         let farm = try env.start(["farm", "--config", path])
         let redis = try env.client()
@@ -261,6 +264,14 @@ import Testing
         let running = try redis.run("HGET", env.key("{chat}:running"), "acme").string.flatMap { Int($0) }
         #expect(quickWait < 2.0, "zeta waited \(quickWait) s behind acme's first 2.5 s round")
         #expect(running == 2)
+        // Per-tenant metrics: acme by name, zeta (not configured) as other; acme's waiting ones sorted, not lost.
+        let scrape = try OperationsTests.scrapeUntil(port, "acme's running jobs in the tenant gauges") { s in
+            s.sum("llmq_tenant_running_jobs", ["mode": "chat", "tenant": "acme"]) == 2
+                && s.sum("llmq_tenant_waiting_jobs", ["mode": "chat", "tenant": "acme"]) ?? 0 >= 1
+                && s.sum("llmq_tenant_jobs_started_total", ["mode": "chat", "tenant": "other"]) == 6
+        }
+        #expect((scrape.sum("llmq_tenant_jobs_started_total", ["mode": "chat", "tenant": "acme"]) ?? 0) >= 2)
+        #expect(scrape.sum("llmq_tenant_running_jobs", ["mode": "chat", "tenant": "zeta"]) == nil)
         let slowEnded = try endTimes(events, slow, timeout: 30)
         // Three rounds of two.
         let last = slowEnded.values.map { $0.timeIntervalSince(pushed) }.max() ?? 0
