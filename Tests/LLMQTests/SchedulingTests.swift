@@ -38,6 +38,29 @@ import Testing
         #expect(QueueFamily.all("chat", shards: 2, keys: keys).map(\.queue) == ["llmq:{chat~0}:queue", "llmq:{chat~1}:queue"])
     }
 
+    @Test(arguments: [
+        ("modes: {chat: {concurrency: 2, shards: 0}}", "modes.chat.shards must be from 1 to 1024"),
+        ("modes: {chat: {concurrency: 2, schedule: random}}", "schedule"),
+        ("tenants: {acme: {weight: 0}}", "tenants.acme.weight must be from 1 to 1000"),
+        ("tenants: {\"bad tenant\": {weight: 1}}", "tenants.bad tenant is not a valid tenant"),
+        ("tenant_default: {max_concurrent: -1}", "tenant_default.max_concurrent must be from 0"),
+    ])
+    func schedulingConfigurationErrorsNameTheKey(_ text: String, _ message: String) throws {
+        let path = NSTemporaryDirectory() + "llmq-sched-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let e = #expect(throws: LLMQError.self) { try ConfigLoader.load(path: path, environment: [:]) }
+        #expect(e?.message.contains(message) == true, "\(e?.message ?? "no error")")
+        let good = NSTemporaryDirectory() + "llmq-sched-\(UUID().uuidString).yaml"
+        try "modes: {chat: {concurrency: 2, shards: 3, schedule: fair}}\ntenants: {acme: {weight: 3, max_concurrent: 20}}\n"
+            .write(toFile: good, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: good) }
+        let c = try ConfigLoader.load(path: good, environment: [:])
+        #expect(c.modes["chat"] == ModeConfig(concurrency: 2, shards: 3, schedule: .fair))
+        #expect(c.tenants["acme"] == TenantConfig(weight: 3, maxConcurrent: 20))
+        #expect(c.families("chat").map(\.tag) == ["{chat~0}", "{chat~1}", "{chat~2}"])
+    }
+
     // MARK: the fair scripts alone
 
     /// One fair family in a fresh Redis, taken from and released as a worker would.
@@ -248,6 +271,7 @@ import Testing
         let events = try env.collector()
         let farm = try env.start(["farm", "--config", path])
         let redis = try env.client()
+        try env.until("the worker is up") { (try redis.run("ZCARD", env.key("workers")).int ?? 0) > 0 }
         let queue = env.key("{chat}:queue")
         let slow = (0..<6).map { "a-\($0)" }
         for id in slow {
