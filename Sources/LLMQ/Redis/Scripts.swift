@@ -89,7 +89,8 @@ public enum Scripts {
     /// Sorts up to ARGV[3] queued jobs into their priority and tenant lists, then takes up to
     /// ARGV[2] jobs: high before normal before low; within a priority, the tenant whose turn it is
     /// gets up to its weight in a row, and a tenant at its limit is passed over. Taken jobs go to
-    /// the in-flight list. Returns {job, tenant, job, tenant, …}.
+    /// the in-flight list. Returns {job, tenant, job, tenant, …}. Each list operation moves a batch
+    /// (RPOP with a count, LPUSH of many), so a call costs per tenant turn more than per job.
     /// A job whose JSON cannot be read, or whose `tenant` is not a string, is sorted under tenant ""
     /// and normal priority, so the worker's parser still answers it.
     /// KEYS: queue, in-flight, running, running by worker, blocked. ARGV: base, jobs wanted, sort budget,
@@ -100,57 +101,85 @@ public enum Scripts {
         local dw, dl = tonumber(ARGV[5]), tonumber(ARGV[6])
         local W, L = {}, {}
         for i = 7, #ARGV, 3 do W[ARGV[i]] = tonumber(ARGV[i + 1]); L[ARGV[i]] = tonumber(ARGV[i + 2]) end
-        for i = 1, tonumber(ARGV[3]) do
-          local raw = redis.call('RPOP', KEYS[1])
-          if not raw then break end
-          if raw ~= ARGV[4] then
-            local tenant, prio, again = '', 'normal', false
-            local ok, j = pcall(cjson.decode, raw)
-            if ok and type(j) == 'table' then
-              if type(j.tenant) == 'string' then tenant = j.tenant end
-              if j.priority == 'high' or j.priority == 'low' then prio = j.priority end
-              again = type(j.attempts) == 'number' and j.attempts > 0
+        local popped = redis.call('RPOP', KEYS[1], tonumber(ARGV[3]))
+        if popped then
+          local groups, order = {}, {}
+          for _, raw in ipairs(popped) do
+            if raw ~= ARGV[4] then
+              local tenant, prio, again = '', 'normal', false
+              local ok, j = pcall(cjson.decode, raw)
+              if ok and type(j) == 'table' then
+                if type(j.tenant) == 'string' then tenant = j.tenant end
+                if j.priority == 'high' or j.priority == 'low' then prio = j.priority end
+                again = type(j.attempts) == 'number' and j.attempts > 0
+              end
+              local list = base .. 'ready:' .. prio .. ':' .. tenant
+              if again then
+                -- A job put back after an attempt goes to the head of its tenant's line, as it did on the queue.
+                if redis.call('RPUSH', list, raw) == 1 then redis.call('RPUSH', base .. 'turns:' .. prio, tenant) end
+              else
+                local g = groups[list]
+                if not g then
+                  g = {prio = prio, tenant = tenant, items = {}}
+                  groups[list] = g
+                  order[#order + 1] = list
+                end
+                g.items[#g.items + 1] = raw
+              end
             end
-            local list = base .. 'ready:' .. prio .. ':' .. tenant
-            local n
-            -- A job put back after an attempt goes to the head of its tenant's line, as it did on the queue.
-            if again then n = redis.call('RPUSH', list, raw) else n = redis.call('LPUSH', list, raw) end
-            if n == 1 then redis.call('RPUSH', base .. 'turns:' .. prio, tenant) end
+          end
+          for _, list in ipairs(order) do
+            local g = groups[list]
+            if redis.call('LPUSH', list, unpack(g.items)) == #g.items then redis.call('RPUSH', base .. 'turns:' .. g.prio, g.tenant) end
           end
         end
         local out = {}
+        local got = 0
         for _, prio in ipairs({'high', 'normal', 'low'}) do
           local turns = base .. 'turns:' .. prio
           local served = base .. 'served:' .. prio
-          while #out < want * 2 do
+          while got < want do
             local took = false
-            for _ = 1, redis.call('LLEN', turns) do
+            local tn = redis.call('LLEN', turns)
+            for _ = 1, tn do
               local t = redis.call('LINDEX', turns, 0)
               if not t then break end
               local lim = L[t] or dl
               local list = base .. 'ready:' .. prio .. ':' .. t
-              if redis.call('LLEN', list) == 0 then
+              local room = want - got
+              if lim > 0 then room = math.min(room, lim - (tonumber(redis.call('HGET', KEYS[3], t)) or 0)) end
+              local len = redis.call('LLEN', list)
+              if len == 0 then
                 -- Only if the keys were changed by hand: drop the stale turn.
                 redis.call('LPOP', turns)
                 redis.call('HDEL', served, t)
-              elseif lim > 0 and (tonumber(redis.call('HGET', KEYS[3], t)) or 0) >= lim then
+              elseif room <= 0 then
                 redis.call('HSET', KEYS[5], t, 1)
                 redis.call('LMOVE', turns, turns, 'LEFT', 'RIGHT')
                 redis.call('HDEL', served, t)
               else
-                local job = redis.call('RPOP', list)
-                redis.call('LPUSH', KEYS[2], job)
-                redis.call('HINCRBY', KEYS[3], t, 1)
-                redis.call('HINCRBY', KEYS[4], t, 1)
-                out[#out + 1] = job
-                out[#out + 1] = t
-                local n = redis.call('HINCRBY', served, t, 1)
-                if redis.call('LLEN', list) == 0 then
+                local w = W[t] or dw
+                local s = tonumber(redis.call('HGET', served, t)) or 0
+                -- A tenant alone at its priority keeps the turn: no one waits for it to end.
+                if tn > 1 then room = math.max(1, math.min(room, w - s)) end
+                local jobs = redis.call('RPOP', list, room)
+                local n = #jobs
+                redis.call('LPUSH', KEYS[2], unpack(jobs))
+                redis.call('HINCRBY', KEYS[3], t, n)
+                redis.call('HINCRBY', KEYS[4], t, n)
+                for _, job in ipairs(jobs) do
+                  out[#out + 1] = job
+                  out[#out + 1] = t
+                end
+                got = got + n
+                if len == n then
                   redis.call('LPOP', turns)
                   redis.call('HDEL', served, t)
-                elseif n >= (W[t] or dw) then
+                elseif tn > 1 and s + n >= w then
                   redis.call('LMOVE', turns, turns, 'LEFT', 'RIGHT')
                   redis.call('HDEL', served, t)
+                elseif tn > 1 then
+                  redis.call('HSET', served, t, s + n)
                 end
                 took = true
                 break
