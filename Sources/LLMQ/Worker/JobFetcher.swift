@@ -141,7 +141,12 @@ public final class JobFetcher: Sendable {
             fair.takeCommand(family, worker: worker, want: want, into: &cmd)
             try cmd.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
             let reply = try c.reply()
-            if case .error(let e) = reply { throw .redis("the fair take of \(family) failed: \(e)") }
+            if case .error(let e) = reply {
+                // A refusal (a script error, an old Redis without RPOP's count) is not a lost connection: slow down, retry.
+                logger.warning("Redis refused the fair take, retrying", metadata: ["mode": "\(family)", "error": "\(e)"])
+                Thread.sleep(forTimeInterval: 0.1)
+                return ([], [])
+            }
             let items = reply.array ?? []
             var jobs: [[UInt8]] = []
             var tenants: [String] = []
