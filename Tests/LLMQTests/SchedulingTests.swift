@@ -349,6 +349,12 @@ import Testing
         let announced = try FarmInspector(url: try RedisURL(env.redisURL), keys: keys)
         #expect(announced.shards == ["chat": 3])
         try env.until("every job acknowledged") { try announced.snapshot(modes: ["chat"]).inflightTotal == 0 }
+        // `llmq stats` learns the shards from Redis alone.
+        let stats = try env.start(["stats", "--json", "--redis", env.redisURL, "--prefix", env.prefix], log: "stats.log")
+        #expect(ChildProcess.exitCode(try await env.waitExit(stats)) == 0)
+        let snapshot = try JSONValue.parse(Array(env.log("stats.log").utf8))
+        let chat = snapshot["modes"]?.arrayValue?.first { $0["mode"] == "chat" }
+        #expect(chat?["shards"] == 3 && chat?["pending"] == 0 && chat?["inflight"] == 0, "\(env.log("stats.log"))")
         farm.signal(SIGTERM)
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0)
     }
