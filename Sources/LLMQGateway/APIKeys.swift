@@ -42,8 +42,9 @@ public struct APIKeys: Sendable {
             guard parts.count == 2 || parts.count == 3 else {
                 throw .configuration("\(source): entry \(n + 1) must be KEY TENANT [MAX_CONCURRENT]")
             }
-            guard Job.isValidID(parts[1]) else {
-                throw .configuration("\(source): entry \(n + 1): tenant \"\(parts[1])\" must be 1-128 of A-Z a-z 0-9 . _ : -")
+            // The job's `tenant` field takes 1-64 characters: a longer one would make every job of the key invalid_job.
+            guard Job.isValidTenant(parts[1]) else {
+                throw .configuration("\(source): entry \(n + 1): tenant \"\(parts[1])\" must be 1-64 of A-Z a-z 0-9 . _ : -")
             }
             var limit: Int?
             if parts.count == 3 {

@@ -48,7 +48,7 @@ struct CompletionEndpoint: Sendable {
         if let admitted = try gateway.admitLocally(id: id, mode: req.mode, targets: targets, caller: caller) {
             // Nothing else to ask Redis: the hub pushes the job as soon as the subscription is confirmed.
             do {
-                sub = try await gateway.hub.subscribe(gateway.keys.tokens(id), thenPush: .init(queue: gateway.keys.queue(req.mode), job: raw))
+                sub = try await gateway.hub.subscribe(gateway.keys.tokens(id), thenPush: .init(queue: gateway.config.family(forJob: id, mode: req.mode).queue, job: raw))
             } catch {
                 throw .unavailable("cannot subscribe to the request's channel or push its job: \(error)", retryAfter: gateway.config.gateway.retryAfterS,
                                    code: "redis_unavailable")

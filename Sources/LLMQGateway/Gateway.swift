@@ -119,7 +119,7 @@ public final class Gateway: Sendable {
         }
         let tenantKey = tenantActiveKey(caller.tenant ?? "default")
         let limit = caller.limit ?? 0
-        let queue = keys.queue(mode)
+        let queue = config.family(forJob: id, mode: mode).queue
         let now = Date().timeIntervalSince1970
         let decision: Decision = try await redis { [self] c throws(LLMQError) in
             try c.append(["ZREMRANGEBYSCORE", tenantKey, "-inf", String(Int(now * 1000))])
@@ -227,7 +227,7 @@ public final class Gateway: Sendable {
 
     /// LPUSHes a job (subscribe to its channel first when every line must be seen).
     public func push(_ raw: [UInt8], mode: Mode) async throws(GatewayError) {
-        let queue = keys.queue(mode)
+        let queue = config.family(forJob: JobParser.peekID(raw) ?? "", mode: mode).queue
         try await redis { c throws(LLMQError) in
             let r = try c.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
             if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
@@ -263,12 +263,14 @@ public final class Gateway: Sendable {
     public func runSampler() async {
         let modes = config.modes.keys.sorted()
         let providers = config.providers.keys.sorted()
+        let shards = config.shards
+        let fairModes = Set(config.modes.filter { $0.value.schedule == .fair }.keys)
         let keys = self.keys
         var lastRefresh = Date.distantPast
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
             do throws(LLMQError) {
                 let (counts, ttls) = try await pool.run { c throws(LLMQError) in
-                    (try Gateway.sample(c, keys: keys, modes: modes), try Gateway.cooldownTTLs(c, keys: keys, providers: providers))
+                    (try Gateway.sample(c, keys: keys, modes: modes, shards: shards, fairModes: fairModes), try Gateway.cooldownTTLs(c, keys: keys, providers: providers))
                 }
                 let now = ContinuousClock.now
                 var cooling: [String: ContinuousClock.Instant?] = [:]
@@ -298,20 +300,32 @@ public final class Gateway: Sendable {
 
     /// Pending + in-flight + delayed jobs of each mode. In-flight lists are found through the
     /// worker registry, not SCAN, whose cost grows with every key in the database.
-    static func sample(_ c: RedisConnection, keys: Keys, modes: [Mode]) throws(LLMQError) -> [Mode: Int] {
+    static func sample(_ c: RedisConnection, keys: Keys, modes: [Mode], shards: [Mode: Int] = [:], fairModes: Set<Mode> = []) throws(LLMQError)
+        -> [Mode: Int]
+    {
         let workers = (try c.command(["ZRANGE", keys.workers, "0", "-1"]).array ?? []).compactMap(\.string)
         for m in modes {
-            try c.append(["LLEN", keys.queue(m)])
-            try c.append(["ZCARD", "\(keys.prefix):{\(m)}:delayed"])
-            for w in workers { try c.append(["LLEN", keys.inflight(m, worker: w)]) }
+            for f in QueueFamily.all(m, shards: shards[m] ?? 1, keys: keys) {
+                try c.append(["LLEN", f.queue])
+                try c.append(["ZCARD", f.delayed])
+                for w in workers { try c.append(["LLEN", f.inflight(worker: w)]) }
+                // A fair mode's jobs already sorted into tenant lists wait too.
+                if fairModes.contains(m) {
+                    try c.append([Array("EVAL".utf8), Array(Scripts.fairCounts.utf8), Array("1".utf8), Array(f.running.utf8), Array(f.base.utf8)])
+                }
+            }
         }
         var out: [Mode: Int] = [:]
         for m in modes {
             var n = 0
-            for _ in 0..<(2 + workers.count) {
+            for _ in 0..<((2 + workers.count + (fairModes.contains(m) ? 1 : 0)) * (shards[m] ?? 1)) {
                 let r = try c.reply()
                 if case .error(let e) = r { throw .redis(e) }
-                n += r.integer ?? 0
+                if let a = r.array {
+                    for k in stride(from: 1, to: a.count, by: 3) { n += a[k].integer ?? 0 }
+                } else {
+                    n += r.integer ?? 0
+                }
             }
             out[m] = n
         }

@@ -27,6 +27,12 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(name: .long, help: "timeout_s of the job.")
     var timeout: Double?
 
+    @Option(name: .long, help: "tenant of the job (limits, fair share and metrics on `schedule: fair` modes).")
+    var tenant: String?
+
+    @Option(name: .long, help: "priority of the job: high, normal or low.")
+    var priority: String?
+
     @Option(name: .long, help: "metadata, a JSON object.")
     var metadata: String?
 
@@ -55,6 +61,14 @@ struct EnqueueCommand: AsyncParsableCommand {
         }
         if let maxTokens { job["params"] = ["max_tokens": .int(maxTokens)] }
         if let timeout { job["timeout_s"] = .double(timeout) }
+        if let tenant {
+            guard Job.isValidTenant(tenant) else { throw ValidationError("--tenant must be 1-64 characters of A-Z a-z 0-9 . _ : -") }
+            job["tenant"] = .string(tenant)
+        }
+        if let priority {
+            guard ["high", "normal", "low"].contains(priority) else { throw ValidationError("--priority must be high, normal or low") }
+            job["priority"] = .string(priority)
+        }
         if let metadata {
             guard let m = try? JSONValue.parse(Array(metadata.utf8)), m.objectValue != nil else {
                 throw ValidationError("--metadata must be a JSON object, such as '{\"tenant\":\"acme\"}'")

@@ -48,7 +48,7 @@ struct FarmCommand: AsyncParsableCommand {
                 render: { MetricsBackend.exposition(registry: registry, workersDirectory: metricsDir) })))
             services.append(.init(service: QueueSampler(
                 url: try RedisURL(config.redis), keys: Keys(prefix: config.prefix), modes: config.modes.keys.sorted(),
-                readiness: readiness, logger: logger)))
+                readiness: readiness, scheduling: .init(config: config), logger: logger)))
         }
         services.append(.init(service: supervisor))
         services.append(.init(service: DrainWatch(readiness: readiness)))

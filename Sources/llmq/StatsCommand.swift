@@ -73,6 +73,14 @@ enum StatsView {
         if s.delayedTotal > 0 {
             out += "  (delayed: waiting in Redis for a retry backoff, a provider cooldown or not_before; due ones go back to the queue)\n"
         }
+        for m in s.modes where m.shards > 1 { out += "  (\(m.mode): summed over \(m.shards) shards)\n" }
+        let tenants = s.modes.flatMap { m in m.tenants.map { (m.mode, $0) } }
+        if !tenants.isEmpty {
+            out += "\nTENANTS (fair modes)\n"
+            out += table(["MODE", "TENANT", "WAITING", "RUNNING"], tenants.map { m, t in
+                [m.rawValue, t.tenant.isEmpty ? "(none)" : t.tenant, "\(t.waiting)", "\(t.running)"]
+            }, right: [2, 3])
+        }
         let live = s.workers.filter { ($0.heartbeatAge ?? .infinity) <= 5 }.count
         out += "\nWORKERS: \(live) live\(s.workers.count > live ? ", \(s.workers.count - live) lost (jobs return when reaped)" : "")\n"
         if !s.workers.isEmpty {
@@ -103,6 +111,8 @@ enum StatsView {
                     "mode": .string(m.mode.rawValue), "pending": .int(m.pending), "inflight": .int(m.inflight), "dead": .int(m.dead),
                     "delayed": .int(m.delayed), "delayed_due": .int(m.delayedDue),
                     "next_due_in_s": m.nextDueIn.map { .double(($0 * 1000).rounded() / 1000) } ?? .null,
+                    "shards": .int(m.shards),
+                    "tenants": .array(m.tenants.map { ["tenant": .string($0.tenant), "waiting": .int($0.waiting), "running": .int($0.running)] }),
                 ]
             }),
             "workers": .array(s.workers.map { w in

@@ -46,7 +46,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 render: { MetricsBackend.exposition(registry: registry) })))
             services.append(.init(service: QueueSampler(
                 url: try RedisURL(config.redis), keys: Keys(prefix: config.prefix), modes: config.modes.keys.sorted(),
-                worker: workerID, readiness: readiness, logger: logger)))
+                worker: workerID, readiness: readiness, scheduling: .init(config: config), logger: logger)))
         }
         if let metricsFile {
             services.append(.init(service: MetricsFileWriter(path: metricsFile, worker: workerID, logger: logger) { registry.emitToBuffer() }))

@@ -9,12 +9,27 @@ import Foundation
 public final class FarmInspector {
     let connection: RedisConnection
     public let keys: Keys
+    /// Shards per mode as the farm's workers announced them (`PREFIX:shards`); absent modes have 1.
+    public var shards: [Mode: Int] = [:]
 
     public init(url: RedisURL, keys: Keys) throws(LLMQError) {
         connection = try RedisConnection(url)
         connection.setTimeout(10)
         self.keys = keys
+        shards = try Self.announcedShards(connection, keys: keys)
     }
+
+    /// The `PREFIX:shards` hash (mode → K) workers write at start, for clients that hold no configuration.
+    public static func announcedShards(_ c: RedisConnection, keys: Keys) throws(LLMQError) -> [Mode: Int] {
+        let h = try c.command(["HGETALL", keys.shards]).array ?? []
+        var out: [Mode: Int] = [:]
+        for i in stride(from: 0, to: h.count - 1, by: 2) {
+            if let m = h[i].string, let k = h[i + 1].integer, k > 1 { out[Mode(m)] = k }
+        }
+        return out
+    }
+
+    func families(_ mode: Mode) -> [QueueFamily] { QueueFamily.all(mode, shards: shards[mode] ?? 1, keys: keys) }
 
     public struct ModeStatus: Sendable, Equatable {
         public var mode: Mode
@@ -27,6 +42,17 @@ public final class FarmInspector {
         public var delayedDue: Int = 0
         /// Seconds until the next delayed job is due (0 or less: one is due now); nil when none waits.
         public var nextDueIn: Double?
+        /// Key families the mode spreads over (`shards`); every count above sums them.
+        public var shards: Int = 1
+        /// A fair mode's tenants with jobs waiting or running, summed over shards.
+        public var tenants: [TenantStatus] = []
+    }
+
+    public struct TenantStatus: Sendable, Equatable {
+        public var tenant: String
+        /// Sorted jobs waiting for the tenant's turn (part of the mode's pending count).
+        public var waiting: Int
+        public var running: Int
     }
 
     public struct WorkerStatus: Sendable {
@@ -80,7 +106,9 @@ public final class FarmInspector {
             for k in parts[1].array ?? [] {
                 guard let key = k.string else { continue }
                 for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
-                    let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
+                    var inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
+                    // A shard's tag is `{MODE~i}`.
+                    if let tilde = inner.lastIndex(of: "~"), Int(inner[inner.index(after: tilde)...]) != nil { inner = inner[..<tilde] }
                     if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
                 }
             }
@@ -114,35 +142,46 @@ public final class FarmInspector {
         var jobs: [InflightJob] = []
         var inflightTotal = 0
         for mode in modes {
-            let pending = try connection.command(["LLEN", keys.queue(mode)]).integer ?? 0
-            let dead = try connection.command(["LLEN", keys.dead(mode)]).integer ?? 0
-            let delayed = try connection.command(["ZCARD", keys.delayed(mode)]).integer ?? 0
-            var due = 0
-            var nextDueIn: Double?
-            if delayed > 0 {
-                due = try connection.command(["ZCOUNT", keys.delayed(mode), "-inf", String(Int64(now * 1000))]).integer ?? 0
-                let first = try connection.command(["ZRANGE", keys.delayed(mode), "0", "0", "WITHSCORES"]).array ?? []
-                if first.count == 2, let ms = first[1].string.flatMap(Double.init) { nextDueIn = ms / 1000 - now }
-            }
-            var inflight = 0
-            for i in workers.indices {
-                let key = keys.inflight(mode, worker: workers[i].id)
-                let n = try connection.command(["LLEN", key]).integer ?? 0
-                guard n > 0 else { continue }
-                workers[i].inflight[mode] = n
-                inflight += n
-                if jobs.count < jobLimit {
-                    for raw in try connection.command(["LRANGE", key, "0", String(jobLimit - jobs.count - 1)]).array ?? [] {
-                        let o = raw.bytes.flatMap { try? JSONValue.parse($0) }
-                        jobs.append(InflightJob(
-                            mode: mode, worker: workers[i].id, id: o?["id"]?.stringValue ?? "?", model: o?["model"]?.stringValue ?? "?",
-                            attempts: o?["attempts"]?.intValue ?? 0))
+            var status = ModeStatus(mode: mode, pending: 0, inflight: 0, dead: 0)
+            let families = families(mode)
+            status.shards = families.count
+            var tenants: [String: TenantStatus] = [:]
+            for family in families {
+                status.pending += try connection.command(["LLEN", family.queue]).integer ?? 0
+                status.dead += try connection.command(["LLEN", family.dead]).integer ?? 0
+                let delayed = try connection.command(["ZCARD", family.delayed]).integer ?? 0
+                status.delayed += delayed
+                if delayed > 0 {
+                    status.delayedDue += try connection.command(["ZCOUNT", family.delayed, "-inf", String(Int64(now * 1000))]).integer ?? 0
+                    let first = try connection.command(["ZRANGE", family.delayed, "0", "0", "WITHSCORES"]).array ?? []
+                    if first.count == 2, let ms = first[1].string.flatMap(Double.init) {
+                        status.nextDueIn = min(status.nextDueIn ?? .infinity, ms / 1000 - now)
+                    }
+                }
+                for t in try Self.tenantCounts(family, connection) {
+                    tenants[t.tenant, default: TenantStatus(tenant: t.tenant, waiting: 0, running: 0)].waiting += t.waiting
+                    tenants[t.tenant]!.running += t.running
+                    status.pending += t.waiting
+                }
+                for i in workers.indices {
+                    let key = family.inflight(worker: workers[i].id)
+                    let n = try connection.command(["LLEN", key]).integer ?? 0
+                    guard n > 0 else { continue }
+                    workers[i].inflight[mode, default: 0] += n
+                    status.inflight += n
+                    if jobs.count < jobLimit {
+                        for raw in try connection.command(["LRANGE", key, "0", String(jobLimit - jobs.count - 1)]).array ?? [] {
+                            let o = raw.bytes.flatMap { try? JSONValue.parse($0) }
+                            jobs.append(InflightJob(
+                                mode: mode, worker: workers[i].id, id: o?["id"]?.stringValue ?? "?", model: o?["model"]?.stringValue ?? "?",
+                                attempts: o?["attempts"]?.intValue ?? 0))
+                        }
                     }
                 }
             }
-            inflightTotal += inflight
-            statuses.append(ModeStatus(mode: mode, pending: pending, inflight: inflight, dead: dead,
-                                       delayed: delayed, delayedDue: due, nextDueIn: nextDueIn))
+            status.tenants = tenants.values.sorted { $0.tenant < $1.tenant }
+            inflightTotal += status.inflight
+            statuses.append(status)
         }
         return Snapshot(at: now, modes: statuses, workers: workers, inflightJobs: jobs, inflightTotal: inflightTotal)
     }
@@ -154,6 +193,8 @@ public final class FarmInspector {
         /// The entry exactly as stored, to remove it.
         public var raw: [UInt8]
         public var fields: [String: JSONValue]
+        /// The shard whose dead list holds it (nil: the mode's only one).
+        public var family: QueueFamily? = nil
 
         public var id: String? { fields["id"]?.stringValue }
         public var code: String { fields["code"]?.stringValue ?? "?" }
@@ -161,13 +202,31 @@ public final class FarmInspector {
         public var at: Double? { fields["at"]?.doubleValue }
     }
 
-    /// Entries of a mode's dead-letter list, newest first.
-    public func deadEntries(mode: Mode, limit: Int = -1) throws(LLMQError) -> [DeadEntry] {
-        let r = try connection.command(["LRANGE", keys.dead(mode), "0", String(limit < 0 ? -1 : limit - 1)])
-        return (r.array ?? []).compactMap { v in
-            guard let b = v.bytes else { return nil }
-            return DeadEntry(mode: mode, raw: b, fields: (try? JSONValue.parse(b))?.objectValue ?? [:])
+    /// A fair family's tenants: jobs sorted and waiting (all priorities), and running (`Scripts.fairCounts`).
+    public static func tenantCounts(_ family: QueueFamily, _ c: RedisConnection) throws(LLMQError) -> [TenantStatus] {
+        let r = try c.command([Array("EVAL".utf8), Array(Scripts.fairCounts.utf8), Array("1".utf8), Array(family.running.utf8), Array(family.base.utf8)])
+        if case .error(let e) = r { throw .redis("reading the tenants of \(family) failed: \(e)") }
+        let a = r.array ?? []
+        var out: [TenantStatus] = []
+        for i in stride(from: 0, to: a.count - 2, by: 3) {
+            out.append(TenantStatus(tenant: a[i].string ?? "", waiting: a[i + 1].integer ?? 0, running: a[i + 2].integer ?? 0))
         }
+        return out
+    }
+
+    /// Entries of a mode's dead-letter lists (every shard's), newest first within each shard.
+    public func deadEntries(mode: Mode, limit: Int = -1) throws(LLMQError) -> [DeadEntry] {
+        var out: [DeadEntry] = []
+        for family in families(mode) {
+            if limit >= 0 && out.count >= limit { break }
+            let want = limit < 0 ? -1 : limit - out.count - 1
+            let r = try connection.command(["LRANGE", family.dead, "0", String(want)])
+            out += (r.array ?? []).compactMap { v in
+                guard let b = v.bytes else { return nil }
+                return DeadEntry(mode: mode, raw: b, fields: (try? JSONValue.parse(b))?.objectValue ?? [:], family: family)
+            }
+        }
+        return out
     }
 
     public enum RetryResult: Sendable, Equatable {
@@ -197,7 +256,7 @@ public final class FarmInspector {
             return -1
             """
         let r = try connection.command([
-            Array("EVAL".utf8), Array(script.utf8), Array("2".utf8), Array(keys.dead(entry.mode).utf8), Array(keys.queue(entry.mode).utf8),
+            Array("EVAL".utf8), Array(script.utf8), Array("2".utf8), Array(deadKey(entry).utf8), Array(queueKey(entry).utf8),
             entry.raw, JSONValue.object(job).jsonBytes,
         ])
         if case .error(let e) = r { throw .redis("retrying a dead job failed: \(e)") }
@@ -208,20 +267,27 @@ public final class FarmInspector {
     public func purge(_ entries: [DeadEntry]) throws(LLMQError) -> Int {
         var n = 0
         for e in entries {
-            n += try connection.command([Array("LREM".utf8), Array(keys.dead(e.mode).utf8), Array("1".utf8), e.raw]).integer ?? 0
+            n += try connection.command([Array("LREM".utf8), Array(deadKey(e).utf8), Array("1".utf8), e.raw]).integer ?? 0
         }
         return n
     }
 
-    /// Empties a mode's dead-letter list; returns how many entries it held.
+    func deadKey(_ e: DeadEntry) -> String { e.family?.dead ?? keys.dead(e.mode) }
+    func queueKey(_ e: DeadEntry) -> String { e.family?.queue ?? keys.queue(e.mode) }
+
+    /// Empties a mode's dead-letter lists (every shard's); returns how many entries they held.
     public func purgeAll(mode: Mode) throws(LLMQError) -> Int {
-        try connection.append(["MULTI"])
-        try connection.append(["LLEN", keys.dead(mode)])
-        try connection.append(["DEL", keys.dead(mode)])
-        try connection.append(["EXEC"])
-        for _ in 0..<3 { _ = try connection.reply() }
-        let exec = try connection.reply()
-        return exec.array?.first?.integer ?? 0
+        var total = 0
+        for family in families(mode) {
+            try connection.append(["MULTI"])
+            try connection.append(["LLEN", family.dead])
+            try connection.append(["DEL", family.dead])
+            try connection.append(["EXEC"])
+            for _ in 0..<3 { _ = try connection.reply() }
+            let exec = try connection.reply()
+            total += exec.array?.first?.integer ?? 0
+        }
+        return total
     }
 
     // MARK: drain

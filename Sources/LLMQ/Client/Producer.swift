@@ -1,11 +1,20 @@
-/// Pushes jobs the way any producer does: `LPUSH llmq:{MODE}:queue JOB`.
+/// Pushes jobs the way any producer does: `LPUSH llmq:{MODE}:queue JOB`, or for a
+/// sharded mode onto the queue of the job id's shard (`QueueFamily.shard(of:shards:)`).
 public struct Producer {
     let connection: RedisConnection
     let keys: Keys
+    /// Shards per mode; absent modes have one.
+    public let shards: [Mode: Int]
 
-    public init(url: RedisURL, keys: Keys) throws(LLMQError) {
+    /// `shards` nil reads what the farm's workers announced (`PREFIX:shards`).
+    public init(url: RedisURL, keys: Keys, shards: [Mode: Int]? = nil) throws(LLMQError) {
         connection = try RedisConnection(url)
         self.keys = keys
+        if let shards {
+            self.shards = shards
+        } else {
+            self.shards = try FarmInspector.announcedShards(connection, keys: keys)
+        }
     }
 
     public func push(_ job: JSONValue, mode: Mode) throws(LLMQError) {
@@ -13,8 +22,9 @@ public struct Producer {
     }
 
     public func push(raw: [UInt8], mode: Mode) throws(LLMQError) {
-        let r = try connection.command([Array("LPUSH".utf8), Array(keys.queue(mode).utf8), raw])
-        if case .error(let e) = r { throw .redis("LPUSH \(keys.queue(mode)) failed: \(e)") }
+        let queue = QueueFamily.of(id: JobParser.peekID(raw) ?? "", mode: mode, shards: shards[mode] ?? 1, keys: keys).queue
+        let r = try connection.command([Array("LPUSH".utf8), Array(queue.utf8), raw])
+        if case .error(let e) = r { throw .redis("LPUSH \(queue) failed: \(e)") }
     }
 
     /// Asks for a request to be cancelled, queued or running.

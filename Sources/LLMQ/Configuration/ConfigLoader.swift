@@ -85,6 +85,13 @@ public enum ConfigLoader {
             guard m.concurrency >= 1 && m.concurrency <= 10000 else {
                 throw bad("modes.\(mode).concurrency", "must be from 1 to 10000, got \(m.concurrency)")
             }
+            try check.int("modes.\(mode).shards", m.shards, 1...1024)
+        }
+        for (name, t) in c.tenants.map({ ($0.key, $0.value) }) + [("tenant_default", c.tenantDefault)] {
+            let key = name == "tenant_default" ? name : "tenants.\(name)"
+            guard name == "tenant_default" || Job.isValidTenant(name) else { throw bad(key, "is not a valid tenant (1-64 of A-Z a-z 0-9 . _ : -)") }
+            try check.int("\(key).weight", t.weight, 1...1000)
+            try check.int("\(key).max_concurrent", t.maxConcurrent, 0...1_000_000)
         }
         for (name, p) in c.providers {
             guard !name.contains("/") else { throw bad("providers.\(name)", "must not contain a slash") }

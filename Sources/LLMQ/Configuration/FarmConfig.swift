@@ -42,6 +42,11 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var routeEmbedCaches: [String: EmbedCacheConfig] = [:]
     /// `replica`: a job is acknowledged only once a replica confirmed its terminal write (WAIT); `none` does not wait.
     public var durability: String = "none"
+    // Scheduling (README "Tenants and priorities").
+    /// Tenants of `schedule: fair` modes with their weight and limit.
+    public var tenants: [String: TenantConfig] = [:]
+    /// What an unlisted tenant (and a job without one) gets.
+    public var tenantDefault: TenantConfig = TenantConfig()
 
     public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -69,6 +74,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case delayedBatch = "delayed_batch"
         case leaseTTLS = "lease_ttl_s"
         case durability
+        case tenants
+        case tenantDefault = "tenant_default"
     }
 
     public init(from decoder: Decoder) throws {
@@ -101,6 +108,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
         gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
         durability = try c.decodeIfPresent(String.self, forKey: .durability) ?? d.durability
+        tenants = try c.decodeIfPresent([String: TenantConfig].self, forKey: .tenants) ?? d.tenants
+        tenantDefault = try c.decodeIfPresent(TenantConfig.self, forKey: .tenantDefault) ?? d.tenantDefault
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
@@ -114,8 +123,53 @@ extension FarmConfig.CodingKeys: CaseIterable {}
 public struct ModeConfig: Sendable, Codable, Equatable {
     /// Jobs of this mode one worker process runs at once.
     public var concurrency: Int
+    /// Hash tags the mode's queue is spread over (`{MODE~0}` … `{MODE~K-1}`); 1 keeps the single `{MODE}` family.
+    public var shards: Int = 1
+    /// `fifo` (the queue's order, fastest) or `fair` (priorities, then weighted round robin over tenants with limits).
+    public var schedule: Schedule = .fifo
 
-    public init(concurrency: Int) { self.concurrency = concurrency }
+    public enum Schedule: String, Sendable, Codable, Equatable {
+        case fifo, fair
+    }
+
+    public init(concurrency: Int, shards: Int = 1, schedule: Schedule = .fifo) {
+        self.concurrency = concurrency
+        self.shards = shards
+        self.schedule = schedule
+    }
+
+    enum CodingKeys: String, CodingKey { case concurrency, shards, schedule }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        concurrency = try c.decode(Int.self, forKey: .concurrency)
+        shards = try c.decodeIfPresent(Int.self, forKey: .shards) ?? 1
+        schedule = try c.decodeIfPresent(Schedule.self, forKey: .schedule) ?? .fifo
+    }
+}
+
+/// A tenant's share of a `schedule: fair` mode: its weight in the round robin and its running jobs across the farm.
+public struct TenantConfig: Sendable, Codable, Equatable {
+    /// Jobs the tenant is served in a row when its turn comes (1-1000).
+    public var weight: Int = 1
+    /// Jobs of the tenant running at once across the farm, per key family; 0 is no limit.
+    public var maxConcurrent: Int = 0
+
+    public init(weight: Int = 1, maxConcurrent: Int = 0) {
+        self.weight = weight
+        self.maxConcurrent = maxConcurrent
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case weight
+        case maxConcurrent = "max_concurrent"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        weight = try c.decodeIfPresent(Int.self, forKey: .weight) ?? 1
+        maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent) ?? 0
+    }
 }
 
 /// One upstream: a kind (wire format) and where and how to reach it.

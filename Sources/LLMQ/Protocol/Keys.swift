@@ -24,4 +24,8 @@ public struct Keys: Sendable, Hashable {
     public func worker(_ id: String) -> String { "\(prefix):worker:\(id)" }
     public func control(_ worker: String) -> String { "\(prefix):control:\(worker)" }
     public func cooldown(_ provider: String) -> String { "\(prefix):cooldown:\(provider)" }
+    /// Shards per sharded mode (hash mode → K), written by workers at start for producers and tools without the configuration.
+    public var shards: String { "\(prefix):shards" }
+    /// The key family of `mode`, or of its shard `shard` (README "Shards").
+    public func family(_ mode: Mode, shard: Int? = nil) -> QueueFamily { QueueFamily(mode: mode, shard: shard, keys: self) }
 }

@@ -68,6 +68,13 @@ public enum MetricCatalog {
               help: "Entries in the dead-letter list."),
         .init(name: "llmq_workers_live", type: "gauge", labels: [],
               help: "Workers whose heartbeat is fresh."),
+        // Fair scheduling (schedule: fair); tenant is a configured tenant, none or other
+        .init(name: "llmq_tenant_jobs_started_total", type: "counter", labels: ["mode", "tenant"],
+              help: "Jobs of a tenant this worker took from a fair mode."),
+        .init(name: "llmq_tenant_running_jobs", type: "gauge", labels: ["mode", "tenant"],
+              help: "Jobs of a tenant running across the farm (the fair scheduler's counters, summed over shards)."),
+        .init(name: "llmq_tenant_waiting_jobs", type: "gauge", labels: ["mode", "tenant"],
+              help: "Jobs of a tenant sorted and waiting for their turn, summed over priorities and shards."),
         .init(name: "llmq_ready", type: "gauge", labels: [],
               help: "1 while this process answers /readyz with 200 (Redis reachable, not draining)."),
         // Embedding cache (worker processes)

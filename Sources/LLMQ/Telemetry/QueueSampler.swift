@@ -36,9 +36,27 @@ public final class QueueSampler: Service, Sendable {
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
+    /// How the modes spread over key families, and which are fair (their tenants get gauges).
+    public struct Scheduling: Sendable {
+        public var shards: [Mode: Int] = [:]
+        public var fairModes: Set<Mode> = []
+        public var fair: FairSchedule?
+
+        public init() {}
+
+        public init(config: FarmConfig) {
+            shards = config.shards
+            fairModes = Set(config.modes.filter { $0.value.schedule == .fair }.keys)
+            fair = FairSchedule(config: config)
+        }
+    }
+
+    let scheduling: Scheduling
+
     /// `worker`: the id of the worker this process runs, whose drain requests make it unready.
     public init(url: RedisURL, keys: Keys, modes: [Mode], worker: String? = nil, readiness: Readiness,
-                settings: Settings = .init(), logger: Logger) {
+                settings: Settings = .init(), scheduling: Scheduling = .init(), logger: Logger) {
+        self.scheduling = scheduling
         self.url = url
         self.keys = keys
         self.modes = modes
@@ -61,7 +79,7 @@ public final class QueueSampler: Service, Sendable {
     private func loop() {
         var connection: RedisConnection?
         var failed = false
-        var heads: [Mode: Head] = [:]
+        var heads: [QueueFamily: Head] = [:]
         while !stopping.load(ordering: .sequentiallyConsistent) {
             do throws(LLMQError) {
                 if connection == nil {
@@ -87,7 +105,7 @@ public final class QueueSampler: Service, Sendable {
         }
     }
 
-    private func sample(_ c: RedisConnection, heads: inout [Mode: Head]) throws(LLMQError) {
+    private func sample(_ c: RedisConnection, heads: inout [QueueFamily: Head]) throws(LLMQError) {
         let now = Clock.unixTime()
         let members = try c.command(["ZRANGE", keys.workers, "0", "-1", "WITHSCORES"]).array ?? []
         var workers: [String] = []
@@ -100,13 +118,19 @@ public final class QueueSampler: Service, Sendable {
         var count = 0
         let overdueMs = String(Int64((now - settings.overdueAfter) * 1000))
         for mode in modes {
-            try c.append(["LLEN", keys.queue(mode)])
-            try c.append(["LLEN", keys.dead(mode)])
-            try c.append(["LINDEX", keys.queue(mode), "-1"])
-            try c.append(["ZCARD", keys.delayed(mode)])
-            try c.append(["ZCOUNT", keys.delayed(mode), "-inf", overdueMs])
-            for w in workers { try c.append(["LLEN", keys.inflight(mode, worker: w)]) }
-            count += 5 + workers.count
+            for family in QueueFamily.all(mode, shards: scheduling.shards[mode] ?? 1, keys: keys) {
+                try c.append(["LLEN", family.queue])
+                try c.append(["LLEN", family.dead])
+                try c.append(["LINDEX", family.queue, "-1"])
+                try c.append(["ZCARD", family.delayed])
+                try c.append(["ZCOUNT", family.delayed, "-inf", overdueMs])
+                for w in workers { try c.append(["LLEN", family.inflight(worker: w)]) }
+                count += 5 + workers.count
+                if scheduling.fairModes.contains(mode) {
+                    try c.append([Array("EVAL".utf8), Array(Scripts.fairCounts.utf8), Array("1".utf8), Array(family.running.utf8), Array(family.base.utf8)])
+                    count += 1
+                }
+            }
         }
         if let worker {
             try c.append(["GET", keys.control(worker)])
@@ -122,29 +146,52 @@ public final class QueueSampler: Service, Sendable {
         }
         var i = 0
         for mode in modes {
-            let pending = replies[i].integer ?? 0
-            let dead = replies[i + 1].integer ?? 0
+            var pending = 0, dead = 0, delayed = 0, overdue = 0, inflight = 0
             var age = 0.0
-            if let head = replies[i + 2].bytes {
-                let h = Head(hash: head.hashValue, count: head.count, since: now)
-                if let old = heads[mode], old.hash == h.hash, old.count == h.count {
-                    age = now - old.since
+            var tenants: [String: (waiting: Int, running: Int)] = [:]
+            for family in QueueFamily.all(mode, shards: scheduling.shards[mode] ?? 1, keys: keys) {
+                pending += replies[i].integer ?? 0
+                dead += replies[i + 1].integer ?? 0
+                if let head = replies[i + 2].bytes {
+                    let h = Head(hash: head.hashValue, count: head.count, since: now)
+                    if let old = heads[family], old.hash == h.hash, old.count == h.count {
+                        age = max(age, now - old.since)
+                    } else {
+                        heads[family] = h
+                    }
                 } else {
-                    heads[mode] = h
+                    heads[family] = nil
                 }
-            } else {
-                heads[mode] = nil
+                delayed += replies[i + 3].integer ?? 0
+                overdue += replies[i + 4].integer ?? 0
+                i += 5
+                for _ in workers {
+                    inflight += replies[i].integer ?? 0
+                    i += 1
+                }
+                if scheduling.fairModes.contains(mode) {
+                    let a = replies[i].array ?? []
+                    i += 1
+                    for k in stride(from: 0, to: a.count - 2, by: 3) {
+                        let label = scheduling.fair?.label(a[k].string ?? "") ?? ModelLabels.other
+                        let w = a[k + 1].integer ?? 0
+                        tenants[label, default: (0, 0)].waiting += w
+                        tenants[label]!.running += a[k + 2].integer ?? 0
+                        pending += w
+                    }
+                }
             }
-            FarmMetrics.delayed(mode: mode, count: replies[i + 3].integer ?? 0, overdue: replies[i + 4].integer ?? 0)
-            i += 5
-            var inflight = 0
-            for _ in workers {
-                inflight += replies[i].integer ?? 0
-                i += 1
-            }
+            FarmMetrics.delayed(mode: mode, count: delayed, overdue: overdue)
             FarmMetrics.queue(mode: mode, pending: pending, inflight: inflight)
             FarmMetrics.deadLetters(mode: mode, count: dead)
             FarmMetrics.queueOldestAge(mode: mode, seconds: age)
+            if scheduling.fairModes.contains(mode), let fair = scheduling.fair {
+                // Every bounded label, so a tenant whose jobs all ended reads 0 rather than its last value.
+                for label in Set(fair.tenants.keys).union(["none", ModelLabels.other]) {
+                    let t = tenants[label] ?? (0, 0)
+                    FarmMetrics.tenantQueue(mode: mode, tenant: label, running: t.running, waiting: t.waiting)
+                }
+            }
         }
         FarmMetrics.liveWorkers(live)
         var drain = false

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Moves due jobs from each mode's delayed set back to the head of its queue
+/// Moves due jobs from each key family's delayed set back to the head of its queue
 /// (`Scripts.promote`), on a thread and connection of its own. Every worker
 /// runs one; the script is atomic, so any number of them share the work.
 ///
@@ -12,8 +12,7 @@ import Synchronization
 ///
 /// Thread rules: `nudge` and `stop` from any thread; Redis only on its own thread.
 public final class DelayedJobPromoter: Sendable {
-    let keys: Keys
-    let modes: [Mode]
+    let families: [QueueFamily]
     let url: RedisURL
     let batch: Int
     let pollInterval: Double
@@ -21,9 +20,13 @@ public final class DelayedJobPromoter: Sendable {
     private let wake = Mutex<(due: UInt64, stopping: Bool)>((UInt64.max, false))
     private let signal = NSCondition()
 
-    public init(keys: Keys, modes: [Mode], url: RedisURL, batch: Int = 100, pollInterval: Double = 0.5, logger: Logger) {
-        self.keys = keys
-        self.modes = modes
+    public convenience init(keys: Keys, modes: [Mode], url: RedisURL, batch: Int = 100, pollInterval: Double = 0.5, logger: Logger) {
+        self.init(families: modes.map { QueueFamily(mode: $0, shard: nil, keys: keys) }, url: url, batch: batch,
+                  pollInterval: pollInterval, logger: logger)
+    }
+
+    public init(families: [QueueFamily], url: RedisURL, batch: Int = 100, pollInterval: Double = 0.5, logger: Logger) {
+        self.families = families
         self.url = url
         self.batch = batch
         self.pollInterval = pollInterval
@@ -60,11 +63,11 @@ public final class DelayedJobPromoter: Sendable {
             var next = pollInterval
             do throws(LLMQError) {
                 if connection == nil { connection = try RedisConnection(url) }
-                for mode in modes {
-                    let r = try promote(mode, connection!)
+                for family in families {
+                    let r = try promote(family, connection!)
                     if r.moved > 0 {
-                        FarmMetrics.promoted(mode: mode, count: r.moved)
-                        logger.debug("moved due jobs back to their queue", metadata: ["mode": "\(mode)", "jobs": "\(r.moved)"])
+                        FarmMetrics.promoted(mode: family.mode, count: r.moved)
+                        logger.debug("moved due jobs back to their queue", metadata: ["mode": "\(family)", "jobs": "\(r.moved)"])
                     }
                     if let w = r.nextDue { next = min(next, w) }
                 }
@@ -80,12 +83,12 @@ public final class DelayedJobPromoter: Sendable {
         }
     }
 
-    private func promote(_ mode: Mode, _ c: RedisConnection) throws(LLMQError) -> (moved: Int, nextDue: Double?) {
+    private func promote(_ family: QueueFamily, _ c: RedisConnection) throws(LLMQError) -> (moved: Int, nextDue: Double?) {
         var cmd: [UInt8] = []
-        Scripts.appendEval(Scripts.promote, keys: [keys.delayed(mode), keys.queue(mode)], args: [Array(String(batch).utf8)], to: &cmd)
+        Scripts.appendEval(Scripts.promote, keys: [family.delayed, family.queue], args: [Array(String(batch).utf8)], to: &cmd)
         try cmd.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
         let reply = try c.reply()
-        if case .error(let e) = reply { throw .redis("moving due jobs of \(mode) failed: \(e)") }
+        if case .error(let e) = reply { throw .redis("moving due jobs of \(family) failed: \(e)") }
         guard let a = reply.array, a.count == 2, let moved = a[0].integer, let wait = a[1].integer else {
             throw .redis("unexpected reply to the delayed-job script: \(reply)")
         }

@@ -10,34 +10,47 @@ import Foundation
 /// being in the in-flight list.
 public struct HeldJob: Sendable {
     public let raw: [UInt8]
-    public let mode: Mode
+    /// The key family (mode and shard) whose in-flight list holds the job.
+    public let family: QueueFamily
     public let worker: String
-    public let keys: Keys
+    /// The tenant bucket a `schedule: fair` fetch counted the job under; every way out gives it back.
+    /// nil when nothing counted it (a `fifo` mode, the reaper, which repairs the counters itself).
+    public let tenant: String?
+
+    public var mode: Mode { family.mode }
+    public var keys: Keys { family.keys }
 
     public init(raw: [UInt8], mode: Mode, worker: String, keys: Keys) {
-        self.raw = raw
-        self.mode = mode
-        self.worker = worker
-        self.keys = keys
+        self.init(raw: raw, family: QueueFamily(mode: mode, shard: nil, keys: keys), worker: worker)
     }
 
-    var inflight: String { keys.inflight(mode, worker: worker) }
+    public init(raw: [UInt8], family: QueueFamily, worker: String, tenant: String? = nil) {
+        self.raw = raw
+        self.family = family
+        self.worker = worker
+        self.tenant = tenant
+    }
+
+    var inflight: String { family.inflight(worker: worker) }
 
     /// Removes the job from the in-flight list: it ended and its terminal write went before.
     public func acknowledge(into buf: inout [UInt8]) -> Int {
+        if let tenant { return fairLeave(.ack, tenant: tenant, destination: family.queue, args: [], into: &buf) }
         RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &buf)
         return 1
     }
 
     /// Moves the job to its mode's dead list with `entry` (see `DeadLetter`).
     public func bury(_ entry: [UInt8], into buf: inout [UInt8]) -> Int {
-        Scripts.appendEval(Scripts.bury, keys: [inflight, keys.dead(mode)], args: [raw, entry], to: &buf)
+        if let tenant { return fairLeave(.bury, tenant: tenant, destination: family.dead, args: [entry], into: &buf) }
+        Scripts.appendEval(Scripts.bury, keys: [inflight, family.dead], args: [raw, entry], to: &buf)
         return 1
     }
 
     /// Puts the job back at the head of its queue as `rewritten`.
     public func requeue(as rewritten: [UInt8], into buf: inout [UInt8]) -> Int {
-        Scripts.appendEval(Scripts.requeue, keys: [inflight, keys.queue(mode)], args: [raw, rewritten], to: &buf)
+        if let tenant { return fairLeave(.requeue, tenant: tenant, destination: family.queue, args: [rewritten], into: &buf) }
+        Scripts.appendEval(Scripts.requeue, keys: [inflight, family.queue], args: [raw, rewritten], to: &buf)
         return 1
     }
 
@@ -47,7 +60,17 @@ public struct HeldJob: Sendable {
         // A non-finite time would trap in the conversion: it counts as "now".
         let ms = String(Int((delay.isFinite ? min(max(delay, 0), 1e10) : 0) * 1000))
         let absolute = notBefore.flatMap { $0.isFinite ? String(format: "%.0f", min(max($0, 0), 1e11) * 1000) : nil } ?? ""
-        Scripts.appendEval(Scripts.delay, keys: [inflight, keys.delayed(mode)], args: [raw, rewritten, Array(ms.utf8), Array(absolute.utf8)], to: &buf)
+        if let tenant {
+            return fairLeave(.delay, tenant: tenant, destination: family.delayed, args: [rewritten, Array(ms.utf8), Array(absolute.utf8)], into: &buf)
+        }
+        Scripts.appendEval(Scripts.delay, keys: [inflight, family.delayed], args: [raw, rewritten, Array(ms.utf8), Array(absolute.utf8)], to: &buf)
+        return 1
+    }
+
+    private func fairLeave(_ op: Scripts.FairExit, tenant: String, destination: String, args: [[UInt8]], into buf: inout [UInt8]) -> Int {
+        Scripts.appendEval(
+            Scripts.fairLeave, keys: [inflight, destination, family.running, family.runningBy(worker: worker), family.blocked, family.queue],
+            args: [raw, Array(tenant.utf8), Array(op.rawValue.utf8), Scripts.wakeMarker] + args, to: &buf)
         return 1
     }
 

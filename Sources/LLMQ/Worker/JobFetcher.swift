@@ -2,11 +2,20 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Moves jobs of one mode from the queue into this worker's in-flight list,
-/// only while it holds a permit for each, on a thread and connection of its
-/// own (BLMOVE blocks).
+/// Moves jobs of one key family (a mode, or one shard of it) from the queue
+/// into this worker's in-flight list, only while it holds a permit for each, on
+/// a thread and connection of its own (BLMOVE blocks).
+///
+/// An unsharded `fifo` family blocks in BLMOVE holding a permit, as it always
+/// did. A shard of a mode (its fetchers share the mode's permits) and a `fair`
+/// family take without blocking and, when nothing was takeable, wait holding
+/// no permit in a blocking peek (`BLMOVE queue queue RIGHT RIGHT`, which leaves
+/// the list as it was), so an idle shard never sits on a permit another needs.
 public final class JobFetcher: Sendable {
-    let mode: Mode
+    let family: QueueFamily
+    var mode: Mode { family.mode }
+    /// Set for a `schedule: fair` family.
+    let fair: FairSchedule?
     let queueKey: [UInt8]
     let inflightKey: [UInt8]
     let url: RedisURL
@@ -23,14 +32,24 @@ public final class JobFetcher: Sendable {
     static let blockSeconds = "0.5"
 
     /// `deliver` gets each job with the lease epoch it was taken under and whether its cancel key was set.
-    public init(mode: Mode, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
-                deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
+    public convenience init(mode: Mode, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
+                            deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
+                            onExit: @escaping @Sendable () -> Void) {
+        self.init(family: QueueFamily(mode: mode, shard: nil, keys: keys), fair: nil, worker: worker, url: url, permits: permits, held: held,
+                  lease: lease, logger: logger, deliver: deliver, onExit: onExit)
+    }
+
+    /// One fetcher of `family`; `fair` when the mode is `schedule: fair`.
+    public init(family: QueueFamily, fair: FairSchedule?, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease,
+                logger: Logger, deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
                 onExit: @escaping @Sendable () -> Void) {
-        self.mode = mode
+        self.family = family
+        self.fair = fair
+        let keys = family.keys
         self.worker = worker
         self.lease = lease
-        queueKey = Array(keys.queue(mode).utf8)
-        inflightKey = Array(keys.inflight(mode, worker: worker).utf8)
+        queueKey = Array(family.queue.utf8)
+        inflightKey = Array(family.inflight(worker: worker).utf8)
         self.url = url
         self.keys = keys
         self.held = held
@@ -42,7 +61,7 @@ public final class JobFetcher: Sendable {
 
     /// Fetches until stopped: by `stop` (a drain) or the service group's graceful shutdown.
     public func run() async {
-        await runOnThread(named: "llmq-fetch-\(mode)", loop: { self.loop(); self.onExit() }, stop: { self.stop() })
+        await runOnThread(named: "llmq-fetch-\(family)", loop: { self.loop(); self.onExit() }, stop: { self.stop() })
     }
 
     /// Stops taking jobs; the thread ends within `blockSeconds`.
@@ -54,7 +73,8 @@ public final class JobFetcher: Sendable {
     private var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
     /// Delivers fetched jobs, each with whether its cancel key is set (one pipelined round trip).
-    private func hand(over jobs: [[UInt8]], epoch: UInt64, _ c: RedisConnection) throws(LLMQError) {
+    /// `tenants` holds each job's tenant bucket when a fair take counted it.
+    private func hand(over jobs: [[UInt8]], tenants: [String]? = nil, epoch: UInt64, _ c: RedisConnection) throws(LLMQError) {
         let ids = jobs.map(JobParser.peekID)
         var asked = 0
         for id in ids {
@@ -65,34 +85,34 @@ public final class JobFetcher: Sendable {
         var flags: [Bool] = []
         for _ in 0..<asked { flags.append(try c.reply().integer == 1) }
         var k = 0
-        for (job, id) in zip(jobs, ids) {
-            held.add(job, mode: mode)
+        for (i, (job, id)) in zip(jobs, ids).enumerated() {
+            held.add(job, family: family)
             var cancelled = false
             if id != nil {
                 cancelled = flags[k]
                 k += 1
             }
-            deliver(HeldJob(raw: job, mode: mode, worker: worker, keys: keys), epoch, cancelled)
+            deliver(HeldJob(raw: job, family: family, worker: worker, tenant: tenants?[i]), epoch, cancelled)
         }
     }
 
     /// Returns jobs fetched while the lease lapsed to the head of their queue, unchanged: they never ran.
     /// (The recovery after the lapse may have moved them already; the script moves each at most once.)
-    private func putBack(_ jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) {
+    private func putBack(_ jobs: [[UInt8]], tenants: [String]? = nil, _ c: RedisConnection) throws(LLMQError) {
         var cmds: [UInt8] = []
-        for j in jobs { _ = HeldJob(raw: j, mode: mode, worker: worker, keys: keys).requeue(as: j, into: &cmds) }
+        for (i, j) in jobs.enumerated() { _ = HeldJob(raw: j, family: family, worker: worker, tenant: tenants?[i]).requeue(as: j, into: &cmds) }
         try cmds.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
         for _ in jobs { _ = try c.reply() }
     }
 
     /// Runs the jobs this worker's in-flight list holds but the worker never received.
     private func reconcile(_ c: RedisConnection) throws(LLMQError) {
-        held.beginReconcile(mode: mode)
+        held.beginReconcile(family: family)
         let list = try c.command([Array("LRANGE".utf8), inflightKey, Array("0".utf8), Array("-1".utf8)]).array?.compactMap(\.bytes) ?? []
-        let found = held.orphans(in: list, mode: mode)
+        let found = held.orphans(in: list, family: family)
         guard !found.isEmpty else { return }
         logger.warning("found jobs Redis moved to this worker while the connection broke; running them", metadata: [
-            "mode": "\(mode)", "jobs": "\(found.count)",
+            "mode": "\(family)", "jobs": "\(found.count)",
         ])
         let epoch = lease.epoch
         var taken = 0
@@ -104,10 +124,57 @@ public final class JobFetcher: Sendable {
             taken += 1
         }
         do {
-            try hand(over: found, epoch: epoch, c)
+            try hand(over: found, tenants: fair.map { _ in found.map(FairSchedule.bucket) }, epoch: epoch, c)
         } catch {
             permits.release(taken)
             throw error
+        }
+    }
+
+    /// Shards and fair families take without blocking and wait for work holding no permit.
+    private var takesWithoutBlocking: Bool { fair != nil || family.shard != nil }
+
+    /// Moves up to `want` jobs into the in-flight list without blocking; with their tenant buckets when fair.
+    private func take(_ want: Int, _ c: RedisConnection) throws(LLMQError) -> ([[UInt8]], [String]?) {
+        if let fair {
+            var cmd: [UInt8] = []
+            fair.takeCommand(family, worker: worker, want: want, into: &cmd)
+            try cmd.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
+            let reply = try c.reply()
+            if case .error(let e) = reply {
+                // A refusal (a script error, an old Redis without RPOP's count) is not a lost connection: slow down, retry.
+                logger.warning("Redis refused the fair take, retrying", metadata: ["mode": "\(family)", "error": "\(e)"])
+                Thread.sleep(forTimeInterval: 0.1)
+                return ([], [])
+            }
+            let items = reply.array ?? []
+            var jobs: [[UInt8]] = []
+            var tenants: [String] = []
+            for i in stride(from: 0, to: items.count - 1, by: 2) {
+                guard let job = items[i].bytes else { continue }
+                jobs.append(job)
+                tenants.append(items[i + 1].string ?? "")
+            }
+            for (t, n) in Dictionary(tenants.map { ($0, 1) }, uniquingKeysWith: +) {
+                FarmMetrics.tenantStarted(mode: mode, tenant: fair.label(t), count: n)
+            }
+            return (jobs, tenants)
+        }
+        let lmove: [[UInt8]] = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
+        for _ in 0..<want { try c.append(lmove) }
+        var jobs: [[UInt8]] = []
+        for _ in 0..<want {
+            if case .string(let j) = try c.reply() { jobs.append(j) }
+        }
+        return (jobs, nil)
+    }
+
+    /// Blocks until the queue holds something (a job, or a fair family's wake marker) or `blockSeconds` pass.
+    private func waitForWork(_ c: RedisConnection) throws(LLMQError) {
+        let reply = try c.command([Array("BLMOVE".utf8), queueKey, queueKey, Array("RIGHT".utf8), Array("RIGHT".utf8), Array(Self.blockSeconds.utf8)])
+        if case .error(let e) = reply {
+            logger.warning("Redis refused BLMOVE, retrying", metadata: ["mode": "\(family)", "error": "\(e)"])
+            Thread.sleep(forTimeInterval: 0.1)
         }
     }
 
@@ -138,6 +205,33 @@ public final class JobFetcher: Sendable {
             // A worker whose lease lapsed takes nothing new until it recovered what it held.
             if !lease.admitsWork() {
                 Thread.sleep(forTimeInterval: 0.05)
+                continue
+            }
+            if takesWithoutBlocking {
+                guard permits.acquire() else { break }
+                var unreleased = 1 + permits.tryAcquire(max: 31)
+                let epoch = lease.epoch
+                do {
+                    let (jobs, tenants) = try take(unreleased, connection!)
+                    permits.release(unreleased - jobs.count)
+                    unreleased = jobs.count
+                    if jobs.isEmpty {
+                        try waitForWork(connection!)
+                    } else if lease.epoch != epoch {
+                        try putBack(jobs, tenants: tenants, connection!)
+                        permits.release(unreleased)
+                        unreleased = 0
+                    } else {
+                        try hand(over: jobs, tenants: tenants, epoch: epoch, connection!)
+                        unreleased = 0
+                    }
+                } catch {
+                    permits.release(unreleased)
+                    uncertain = true
+                    FarmMetrics.redisReconnect(component: "fetch")
+                    logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(family)", "error": "\(error.message)"])
+                    connection = nil
+                }
                 continue
             }
             guard permits.acquire() else { break }

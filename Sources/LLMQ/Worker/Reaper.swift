@@ -9,6 +9,10 @@ import Logging
 /// ends twice; a job that cannot be parsed is answered and buried at once, so a
 /// job that kills workers cannot go round for ever.
 ///
+/// In a `schedule: fair` family it then gives back the tenant shares the worker
+/// held (`Scripts.fairRepair`): the jobs were moved with the fifo scripts, which
+/// count nothing, so each share is given back exactly once.
+///
 /// A lock per dead worker (`SET NX` with expiry) keeps concurrent reapers on
 /// many hosts from recovering the same list twice.
 public struct Reaper: Sendable {
@@ -19,10 +23,13 @@ public struct Reaper: Sendable {
     let resultTTL: Int
     let logTTL: Int
     let parser: JobParser
+    /// Shards per mode (absent: 1), so every family's in-flight list is searched.
+    let shards: [Mode: Int]
     let logger: Logger
 
     public init(keys: Keys, url: RedisURL, me: String, defaultMaxAttempts: Int, resultTTL: Int, logTTL: Int, maxJobBytes: Int = 1 << 20,
-                logger: Logger) {
+                shards: [Mode: Int] = [:], logger: Logger) {
+        self.shards = shards
         self.keys = keys
         self.url = url
         self.me = me
@@ -40,14 +47,19 @@ public struct Reaper: Sendable {
         guard case .status = try c.command(["SET", lock, me, "NX", "EX", "60"]) else { return 0 }
         defer { _ = try? c.command(["DEL", lock]) }
         var total = 0
-        for mode in modes {
-            let inflight = keys.inflight(mode, worker: worker)
-            guard let items = try c.command(["LRANGE", inflight, "0", "-1"]).array else { continue }
-            for item in items.reversed() {
-                guard let raw = item.bytes else { continue }
-                try recoverOne(HeldJob(raw: raw, mode: mode, worker: worker, keys: keys), c)
-                total += 1
+        for family in modes.flatMap({ QueueFamily.all($0, shards: shards[$0] ?? 1, keys: keys) }) {
+            let inflight = family.inflight(worker: worker)
+            if let items = try c.command(["LRANGE", inflight, "0", "-1"]).array {
+                for item in items.reversed() {
+                    guard let raw = item.bytes else { continue }
+                    try recoverOne(HeldJob(raw: raw, family: family, worker: worker), c)
+                    total += 1
+                }
             }
+            var cmd: [UInt8] = []
+            Scripts.appendEval(Scripts.fairRepair, keys: [family.running, family.runningBy(worker: worker), family.blocked, family.queue],
+                               args: [Scripts.wakeMarker], to: &cmd)
+            try run(cmd, count: 1, c)
         }
         return total
     }

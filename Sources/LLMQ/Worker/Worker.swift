@@ -45,7 +45,7 @@ public final class Worker: Service {
         engine.start()
         try recoverOrphans()
         let modes = config.modes.keys.sorted()
-        let promoter = DelayedJobPromoter(keys: keys, modes: modes, url: url, batch: config.delayedBatch, logger: logger)
+        let promoter = DelayedJobPromoter(families: config.allFamilies, url: url, batch: config.delayedBatch, logger: logger)
         FarmMetrics.primeLifecycle(modes: modes)
         FarmMetrics.primeEmbedCache(providers: config.providers.keys.sorted())
         let runner = JobRunner(
@@ -58,11 +58,14 @@ public final class Worker: Service {
 
         let (jobs, jobsIn) = AsyncStream<(HeldJob, UInt64, Bool)>.makeStream()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
-        let running = Atomic<Int>(modes.count)
+        let families = config.allFamilies
+        let running = Atomic<Int>(families.count)
         let heldJobs = HeldJobs()
-        let fetchers = modes.map { mode in
+        let fair = FairSchedule(config: config)
+        let fetchers = families.map { family in
             JobFetcher(
-                mode: mode, keys: keys, worker: id, url: url, permits: permits[mode]!, held: heldJobs, lease: lease, logger: logger,
+                family: family, fair: config.modes[family.mode]!.schedule == .fair ? fair : nil, worker: id, url: url,
+                permits: permits[family.mode]!, held: heldJobs, lease: lease, logger: logger,
                 deliver: { job, epoch, cancelled in jobsIn.yield((job, epoch, cancelled)) },
                 onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
         }
@@ -127,7 +130,7 @@ public final class Worker: Service {
                         holding(job.mode, 1)
                         group.addTask {
                             await runner.run(job, epoch: epoch, cancelRequested: cancelled)
-                            heldJobs.remove(job.raw, mode: job.mode)
+                            heldJobs.remove(job.raw, family: job.family)
                             p.release()
                             holding(job.mode, -1)
                         }
@@ -151,7 +154,7 @@ public final class Worker: Service {
 
     func reaper() -> Reaper {
         Reaper(keys: keys, url: url, me: id, defaultMaxAttempts: config.maxAttempts,
-               resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes, logger: logger)
+               resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes, shards: config.shards, logger: logger)
     }
 
     /// Recovers what a previous run of this worker id left in its in-flight
@@ -160,6 +163,10 @@ public final class Worker: Service {
         let connection = try RedisConnection(url)
         // A drain request is for the run it was made to, not for a fresh start.
         try connection.command(["DEL", keys.control(id)])
+        // Producers and tools without the configuration learn the shards from here.
+        for (mode, m) in config.modes {
+            try connection.command(m.shards > 1 ? ["HSET", keys.shards, mode.rawValue, String(m.shards)] : ["HDEL", keys.shards, mode.rawValue])
+        }
         let n = try reaper().recover(worker: id, modes: config.modes.keys.sorted(), connection: connection)
         if n > 0 { logger.warning("recovered \(n) jobs a previous run of this worker left in flight") }
     }
