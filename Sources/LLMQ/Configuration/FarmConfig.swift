@@ -136,6 +136,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var cooldownMaxS: Double = 60
     /// Consecutive failures (5xx, connect errors, timeouts), counted across the farm, that start a cooldown; 0 never.
     public var failuresBeforeCooldown: Int = 5
+    /// A local engine the farm starts and supervises for this provider (see `LaunchConfig`).
+    public var launch: LaunchConfig?
 
     public init(kind: String, baseURL: String? = nil, apiKeyEnv: String? = nil, timeoutS: Double = 120, idleTimeoutS: Double = 30) {
         self.kind = kind
@@ -160,6 +162,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case cooldownS = "cooldown_s"
         case cooldownMaxS = "cooldown_max_s"
         case failuresBeforeCooldown = "failures_before_cooldown"
+        case launch
     }
 
     public init(from decoder: Decoder) throws {
@@ -181,6 +184,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         cooldownS = try c.decodeIfPresent(Double.self, forKey: .cooldownS) ?? (kind == ProviderKind.sim.rawValue ? 0 : 5)
         cooldownMaxS = try c.decodeIfPresent(Double.self, forKey: .cooldownMaxS) ?? 60
         failuresBeforeCooldown = try c.decodeIfPresent(Int.self, forKey: .failuresBeforeCooldown) ?? 5
+        launch = try c.decodeIfPresent(LaunchConfig.self, forKey: .launch)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !CodingKeys.allCases.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
             throw DecodingError.dataCorrupted(.init(codingPath: [AnyKey(k)], debugDescription: "unknown key \"\(k)\""))

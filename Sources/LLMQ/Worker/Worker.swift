@@ -52,7 +52,7 @@ public final class Worker: Service {
                 worker: id, keys: keys, resultTTL: config.resultTTLS, logTTL: config.logTTLS, maxJobBytes: config.maxJobBytes,
                 maxAttempts: config.maxAttempts, maxOutputBytes: config.maxOutputBytes, retryBase: config.retryBaseS, retryCap: config.retryMaxS),
             registry: registry, engine: engine, publisher: publisher, lease: lease, promoter: promoter, labels: ModelLabels(config: config),
-            logger: logger)
+            logger: logger, engines: EngineGate.fromEnvironment(config: config))
 
         let (jobs, jobsIn) = AsyncStream<(HeldJob, UInt64, Bool)>.makeStream()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
