@@ -101,6 +101,10 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
 
     private var stopping: Bool { condition.locked { stopRequested } }
 
+    /// `idle_stop_s`, but at least 3 s: a job that waited for the engine in the delayed set comes back
+    /// up to `EngineGate.waitSeconds` after it is ready, and must still find it running.
+    var idleStop: Double { max(spec.idleStopS, 3 * EngineGate.waitSeconds) }
+
     /// Waits up to `seconds` or until poked (a use, a stop, the child's exit).
     private func pause(_ seconds: Double) {
         condition.locked {
@@ -240,13 +244,13 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
             }
             if spec.lazy && spec.idleStopS > 0 {
                 let idle = condition.locked { Clock.millis(since: lastUse) / 1000 }
-                if idle >= spec.idleStopS {
+                if idle >= idleStop {
                     logger.notice("[engine \(name)] no job for \(ConfigLoader.RangeCheck.text(spec.idleStopS)) s (idle_stop_s); stopping it")
                     publish(.stopped)
                     terminate(child)
                     return
                 }
-                pause(min(1, spec.idleStopS - idle + 0.01))
+                pause(min(1, idleStop - idle + 0.01))
             } else {
                 pause(1)
             }
