@@ -145,6 +145,36 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(farm, timeout: 30)) == 0)
     }
 
+    @Test func aReloadRestartsAnEngineWhoseLaunchChangedAndChangesTheWorkerCount() async throws {
+        let env = try TestEnvironment("engine-reload")
+        let port = try FreePort.find()
+        let config = try Self.config(env, port: port, workers: 2)
+        let events = try env.collector()
+        let redis = try env.client()
+        let farm = try env.start(["farm", "--config", config])
+        try Self.push(redis, env, ["one"])
+        #expect(try events.waitForTerminal(["one"], timeout: 40)["one"]?.last?.type == "done")
+        let first = try #require(Self.enginePids(env).first)
+        // Same engine settings, three workers: the engine stays.
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "workers: 2", with: "workers: 3").write(toFile: config, atomically: true, encoding: .utf8)
+        farm.signal(SIGHUP)
+        try env.until("the first reload", timeout: 60) { env.log().contains("reload 1 done") }
+        #expect(Self.enginePids(env) == [first] && Self.alive(first))
+        #expect(try redis.run("ZCARD", env.key("workers")).int == 3)
+        // A new variable for the engine, back to two workers: the engine is restarted, one worker retires.
+        try text.replacingOccurrences(of: "grace_s: 3", with: "grace_s: 3, env: {SIM_FLAVOUR: b}").write(toFile: config, atomically: true, encoding: .utf8)
+        farm.signal(SIGHUP)
+        try env.until("the second reload", timeout: 60) { env.log().contains("reload 2 done") }
+        #expect(Self.enginePids(env).count == 2 && !Self.alive(first), "\(env.log())")
+        try env.until("the retired workers to leave", timeout: 20) { try redis.run("ZCARD", env.key("workers")).int == 2 }
+        try Self.push(redis, env, ["two"])
+        #expect(try events.waitForTerminal(["two"], timeout: 40)["two"]?.last?.type == "done")
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm, timeout: 30)) == 0)
+        for pid in Self.enginePids(env) { #expect(!Self.alive(pid)) }
+    }
+
     @Test func launchSettingsAreValidated() throws {
         let env = try TestEnvironment("engine-config")
         let bad = try env.writeConfig(
