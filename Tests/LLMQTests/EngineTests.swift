@@ -175,6 +175,25 @@ import Testing
         for pid in Self.enginePids(env) { #expect(!Self.alive(pid)) }
     }
 
+    @Test func statesAndRepliesReadBackAsWritten() throws {
+        let env = try TestEnvironment("engine-state")
+        let gate = EngineGate(dir: env.dir, managed: ["local"])
+        #expect(gate.state("local") == nil)
+        #expect(gate.waitSeconds("local") == EngineGate.waitSeconds, "no word from the supervisor yet: wait")
+        #expect(gate.waitSeconds("other") == nil && gate.unavailable("other") == nil, "an unmanaged provider is never held")
+        try "failed it exited (exit 3)\n".write(toFile: EngineState.stateFile(env.dir, "fresh"), atomically: true, encoding: .utf8)
+        let fresh = EngineGate(dir: env.dir, managed: ["fresh"])
+        #expect(fresh.state("fresh") == .failed("it exited (exit 3)"))
+        #expect(fresh.waitSeconds("fresh") == nil)
+        #expect(fresh.unavailable("fresh")?.code == .upstreamUnavailable)
+        #expect(fresh.unavailable("fresh")?.message.contains("it exited (exit 3)") == true)
+
+        let reply = ReloadReply(farm: "h-1", status: .refused, message: "farm.yaml: workers must be \"1\" or more\nsee docs")
+        #expect(ReloadReply(json: reply.json) == reply)
+        #expect(ReloadRequest(ReloadRequest(reply: "p:farms:reply:x").json) == ReloadRequest(reply: "p:farms:reply:x"))
+        #expect(ReloadRequest("{\"op\":\"drain\"}") == nil)
+    }
+
     @Test func launchSettingsAreValidated() throws {
         let env = try TestEnvironment("engine-config")
         let bad = try env.writeConfig(

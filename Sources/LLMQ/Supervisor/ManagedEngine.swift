@@ -164,6 +164,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
             } catch {
                 logger.error("[engine \(name)] \(error.message); check launch.command")
                 failed = failIfLate(since!, why: error.message) || failed
+                if spec.lazy && !failed { condition.locked { wanted = true } }
                 pause(delay)
                 delay = min(delay * 2, backoffMax)
                 continue
@@ -189,6 +190,9 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 let why = "it exited (\(ChildProcess.describe(status))) before it answered at \(readyURL); see its output in the farm's log"
                 logger.error("[engine \(name)] \(why); trying again in \(delay) s")
                 failed = failIfLate(since!, why: why) || failed
+                // A lazy engine keeps trying until it is ready or has failed; then the next job that wants it starts it.
+                if spec.lazy && !failed { condition.locked { wanted = true } }
+                if spec.lazy && failed { since = nil }
                 pause(delay)
                 delay = min(delay * 2, backoffMax)
             case .ready:
@@ -243,7 +247,12 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 return
             }
             if spec.lazy && spec.idleStopS > 0 {
-                let idle = condition.locked { Clock.millis(since: lastUse) / 1000 }
+                // Deciding and forgetting earlier wishes in one step: a job that notes a use after this starts it again.
+                let idle = condition.locked { () -> Double in
+                    let idle = Clock.millis(since: lastUse) / 1000
+                    if idle >= idleStop { wanted = false }
+                    return idle
+                }
                 if idle >= idleStop {
                     logger.notice("[engine \(name)] no job for \(ConfigLoader.RangeCheck.text(spec.idleStopS)) s (idle_stop_s); stopping it")
                     publish(.stopped)

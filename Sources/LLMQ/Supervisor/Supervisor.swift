@@ -170,10 +170,7 @@ extension Supervisor {
             if stopping.load(ordering: .relaxed) { return "the farm is shutting down" }
             guard let old = children.withLock({ $0[slot] }) else { continue }  // restarting anyway, on the new configuration
             let successor: ChildProcess? = await withCheckedContinuation { c in
-                planned.withLock { p in
-                    p.replacing.insert(slot)
-                    p.spawnWaiters[slot] = c
-                }
+                guard expectSpawn(slot, c, replacing: true) else { return }
                 logger.notice("reload: draining worker \(slot) (pid \(old.pid))")
                 old.signal(SIGTERM)
             }
@@ -184,7 +181,7 @@ extension Supervisor {
             for slot in before..<target {
                 slotCount.store(slot + 1, ordering: .relaxed)
                 let child: ChildProcess? = await withCheckedContinuation { c in
-                    planned.withLock { $0.spawnWaiters[slot] = c }
+                    guard expectSpawn(slot, c, replacing: false) else { return }
                     added.continuation.yield(slot)
                 }
                 guard let child else { return "the farm is shutting down" }
@@ -201,6 +198,19 @@ extension Supervisor {
             }
         }
         return nil
+    }
+
+    /// Registers `c` to receive the next child started in `slot`; resumes it with nil (and returns false)
+    /// once the supervisor stops, since `drainAll` may already have collected the waiters.
+    private func expectSpawn(_ slot: Int, _ c: CheckedContinuation<ChildProcess?, Never>, replacing: Bool) -> Bool {
+        let registered = planned.withLock { p -> Bool in
+            guard !stopping.load(ordering: .relaxed) else { return false }
+            if replacing { p.replacing.insert(slot) }
+            p.spawnWaiters[slot] = c
+            return true
+        }
+        if !registered { c.resume(returning: nil) }
+        return registered
     }
 
     private func waitServing(slot: Int, child: ChildProcess, timeout: Double, serving: @Sendable (Int, pid_t) async -> Bool) async -> String? {
