@@ -41,7 +41,8 @@ import Testing
         let redis = try env.client()
         // Jobs pushed before the engine answers wait for it in Redis.
         try Self.push(redis, env, ["a", "b", "c"])
-        let farm = try env.start(["farm", "--config", config])
+        let httpPort = try FreePort.find()
+        let farm = try env.start(["farm", "--config", config, "--http-port", String(httpPort)])
         let all = try events.waitForTerminal(["a", "b", "c"], timeout: 40)
         for (id, evs) in all { #expect(evs.last?.type == "done", "\(id): \(evs.map(\.raw))\n\(env.log())") }
         let pids = Self.enginePids(env)
@@ -50,6 +51,9 @@ import Testing
         let echoed = log.split(separator: "\n").contains { $0.contains("[engine local] ") && $0.contains("listening on 127.0.0.1:\(port)") }
         #expect(echoed, "the engine's output reaches the farm's log with a prefix: \(log)")
         #expect(log.contains("[engine local] ready after"))
+        let metrics = HTTPProbe.get(port: httpPort, path: "/metrics")?.body ?? ""
+        #expect(metrics.contains("llmq_engine_up{provider=\"local\"} 1"), "\(metrics)")
+        #expect(metrics.contains("llmq_engine_start_seconds{provider=\"local\"}"), "\(metrics)")
         farm.signal(SIGTERM)
         #expect(ChildProcess.exitCode(try await env.waitExit(farm, timeout: 30)) == 0)
         for pid in pids { #expect(!Self.alive(pid), "the drain stopped the engine \(pid)") }
