@@ -112,6 +112,14 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
         }
     }
 
+    /// Waits the whole `seconds` (a backoff: jobs noting a use do not cut it short) unless the engine is stopped.
+    private func rest(_ seconds: Double) {
+        let end = Date().addingTimeInterval(seconds)
+        condition.locked {
+            while !stopRequested && Date() < end { _ = condition.wait(until: end) }
+        }
+    }
+
     private func poke() { condition.locked { condition.broadcast() } }
 
     private func publish(_ s: EngineState) {
@@ -152,7 +160,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 failed = false
                 since = nil
                 logger.notice("[engine \(name)] reusing the engine that already answers at \(readyURL); this farm did not start it and leaves it running")
-                while !stopping && probe.check() == nil { pause(2) }
+                while !stopping && probe.check() == nil { rest(2) }
                 if !stopping { logger.warning("[engine \(name)] the engine at \(readyURL) stopped answering; starting one") }
                 continue
             }
@@ -165,7 +173,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 logger.error("[engine \(name)] \(error.message); check launch.command")
                 failed = failIfLate(since!, why: error.message) || failed
                 if spec.lazy && !failed { condition.locked { wanted = true } }
-                pause(delay)
+                rest(delay)
                 delay = min(delay * 2, backoffMax)
                 continue
             }
@@ -184,7 +192,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 logger.error("[engine \(name)] \(why)")
                 publish(.failed(why))
                 if spec.lazy { since = nil }
-                pause(delay)
+                rest(delay)
                 delay = min(delay * 2, backoffMax)
             case .exited(let status):
                 let why = "it exited (\(ChildProcess.describe(status))) before it answered at \(readyURL); see its output in the farm's log"
@@ -193,7 +201,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 // A lazy engine keeps trying until it is ready or has failed; then the next job that wants it starts it.
                 if spec.lazy && !failed { condition.locked { wanted = true } }
                 if spec.lazy && failed { since = nil }
-                pause(delay)
+                rest(delay)
                 delay = min(delay * 2, backoffMax)
             case .ready:
                 let took = Clock.millis(since: since!) / 1000
@@ -242,7 +250,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 since = Clock.nowNanos()
                 publish(.starting)
                 if spec.lazy { condition.locked { wanted = true } }
-                pause(delay)
+                rest(delay)
                 delay = min(delay * 2, backoffMax)
                 return
             }

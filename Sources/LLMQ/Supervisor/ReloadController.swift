@@ -44,10 +44,11 @@ public final class ReloadController: Service {
         self.keys = Keys(prefix: initial.prefix)
         self.farm = farm
         self.logger = logger
+        // From here on SIGHUP means reload, not the default (which ends the process); `run` handles it.
+        signal(SIGHUP, SIG_IGN)
     }
 
     public func run() async throws {
-        signal(SIGHUP, SIG_IGN)  // handled by the dispatch source below, never by the default (which ends the process)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         let input = requests.continuation
         hup.setEventHandler { input.yield(nil) }
