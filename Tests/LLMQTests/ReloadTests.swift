@@ -92,6 +92,8 @@ import Testing
         let config = try env.writeConfig(workers: 2, modes: ["chat": 4])
         let events = try env.collector()
         let redis = try env.client()
+        let (alone, nobody) = try await Self.reload(env, log: "nobody.log")
+        #expect(alone == 1 && nobody.contains("no farm listens on \(env.prefix):farms:control"), "\(nobody)")
         let farm = try env.start(["farm", "--config", config])
         try env.until("2 workers running", timeout: 30) { try Self.running(redis, env).count == 2 }
         let before = try Self.running(redis, env)

@@ -90,9 +90,7 @@ public final class ReloadController: Service {
         if let engines { await engines.apply(next) }
         current.withLock { $0 = next }
         logger.notice("reload \(n): configuration valid; rolling \(supervisor.workers) workers one at a time (to \(next.workers))")
-        let urlNow = url
-        let keysNow = keys
-        let check = ServingCheck(url: urlNow, keys: keysNow)
+        let check = ServingCheck(url: url, keys: keys)
         if let why = await supervisor.roll(workers: next.workers, serving: { slot, pid in check.serving(slot: slot, pid: pid) }) {
             logger.error("reload \(n) stopped part way: \(why)")
             return ReloadReply(farm: farm, status: .failed, message: why)
