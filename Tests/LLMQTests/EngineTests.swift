@@ -179,6 +179,26 @@ import Testing
         for pid in Self.enginePids(env) { #expect(!Self.alive(pid)) }
     }
 
+    @Test func anEngineThatStopsAnsweringIsRestarted() async throws {
+        let env = try TestEnvironment("engine-hung")
+        let port = try FreePort.find()
+        let config = try Self.config(env, port: port)
+        let events = try env.collector()
+        let redis = try env.client()
+        let farm = try env.start(["farm", "--config", config])
+        try Self.push(redis, env, ["before"])
+        #expect(try events.waitForTerminal(["before"], timeout: 40)["before"]?.last?.type == "done")
+        let first = try #require(Self.enginePids(env).first)
+        kill(first, SIGSTOP)  // alive, silent: only the health check can tell
+        try env.until("the hung engine to be replaced", timeout: 60) { Self.enginePids(env).count == 2 }
+        #expect(env.log().contains("[engine local] stopped answering; restarting it"), "\(env.log())")
+        #expect(!Self.alive(first), "the hung engine was killed after grace_s")
+        try Self.push(redis, env, ["after"])
+        #expect(try events.waitForTerminal(["after"], timeout: 40)["after"]?.last?.type == "done")
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm, timeout: 30)) == 0)
+    }
+
     @Test func statesAndRepliesReadBackAsWritten() throws {
         let env = try TestEnvironment("engine-state")
         let gate = EngineGate(dir: env.dir, managed: ["local"])

@@ -211,7 +211,7 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
                 failed = false
                 since = nil
                 condition.locked { lastUse = Clock.nowNanos() }
-                serve(child, delay: &delay, since: &since)
+                serve(child, probe: probe, delay: &delay, since: &since)
             }
         }
         publish(.stopped)
@@ -235,12 +235,28 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
     }
 
     /// Runs a ready engine until it dies (restart), idles out (lazy) or the farm stops.
-    private func serve(_ child: ChildProcess, delay: inout Double, since: inout UInt64?) {
+    private func serve(_ child: ChildProcess, probe: EngineProbe, delay: inout Double, since: inout UInt64?) {
         let readyAt = Clock.nowNanos()
+        var lastCheck = readyAt
+        var misses = 0
         while true {
             if stopping {
                 terminate(child)
                 return
+            }
+            // A process that lives but no longer answers (hung, wedged GPU) is as good as dead.
+            if Clock.millis(since: lastCheck) >= Self.healthInterval * 1000 {
+                lastCheck = Clock.nowNanos()
+                if let why = probe.check() {
+                    misses += 1
+                    logger.warning("[engine \(name)] health check \(misses) of \(Self.healthMisses) failed: \(why)")
+                    if misses >= Self.healthMisses {
+                        logger.error("[engine \(name)] stopped answering; restarting it")
+                        terminate(child)
+                    }
+                } else {
+                    misses = 0
+                }
             }
             if let status = child.exitStatus {
                 condition.locked { restartCount += 1 }
@@ -275,6 +291,10 @@ public final class ManagedEngine: @unchecked Sendable {  // mutable state is gua
     }
 
     /// SIGTERM to the engine's process group, SIGKILL after `grace_s`.
+    /// Seconds between health checks of a running engine, and failed checks in a row that restart it.
+    static let healthInterval = 5.0
+    static let healthMisses = 3
+
     private func terminate(_ child: ChildProcess) {
         guard child.exitStatus == nil else { return }
         logger.info("[engine \(name)] stopping pid \(child.pid) (SIGTERM, SIGKILL after \(ConfigLoader.RangeCheck.text(spec.graceS)) s)")
