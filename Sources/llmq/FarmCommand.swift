@@ -33,12 +33,16 @@ struct FarmCommand: AsyncParsableCommand {
         let folder = try PrivateDirectory(name: "llmq-farm-\(getpid())")
         let metricsDir = folder.path
         FarmMetrics.primeWorkerRestarts(slots: config.workers)
+        // Managed engines report to the workers through the same private folder.
+        let engines = try EngineManager(config: config, dir: metricsDir, logger: Logger(label: "llmq.engine"))
+        var workerEnvironment = Supervisor.workerEnvironment()
+        workerEnvironment[EngineState.environmentKey] = metricsDir
 
         let supervisor = Supervisor(
             settings: .init(
                 workers: config.workers,
                 workerArguments: ["worker", "--slot", "{slot}", "--metrics-file", "\(metricsDir)/worker-{slot}.prom"] + options.forwarded,
-                restartBackoff: config.restartBackoffS, restartBackoffMax: config.restartBackoffMaxS),
+                restartBackoff: config.restartBackoffS, restartBackoffMax: config.restartBackoffMaxS, environment: workerEnvironment),
             logger: logger,
             onRestart: { slot in FarmMetrics.workerRestart(slot: slot) })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -50,7 +54,26 @@ struct FarmCommand: AsyncParsableCommand {
                 url: try RedisURL(config.redis), keys: Keys(prefix: config.prefix), modes: config.modes.keys.sorted(),
                 readiness: readiness, scheduling: .init(config: config), logger: logger)))
         }
+        services.append(.init(service: engines))
         services.append(.init(service: supervisor))
+        // SIGHUP or `llmq reload`: the same file, environment and flags as at start, validated before anything changes.
+        let (options, workers, httpPort) = (options, workers, httpPort)
+        services.append(.init(service: try ReloadController(
+            initial: config,
+            load: { () throws(LLMQError) -> FarmConfig in
+                do {
+                    var c = try options.load()
+                    if let workers { c.workers = workers }
+                    if let httpPort { c.httpPort = httpPort }
+                    try ConfigLoader.validate(c, source: options.config ?? "the defaults")
+                    return c
+                } catch let e as LLMQError {
+                    throw e
+                } catch {
+                    throw .configuration("\(options.config ?? "the configuration"): \(error)")
+                }
+            },
+            supervisor: supervisor, engines: engines, farm: Worker.defaultID(), logger: logger)))
         services.append(.init(service: DrainWatch(readiness: readiness)))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

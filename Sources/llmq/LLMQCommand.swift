@@ -8,7 +8,7 @@ struct LLMQCommand: AsyncParsableCommand {
         abstract: "A Redis-fed worker farm that streams LLM completions as NDJSON events.",
         subcommands: [
             DevCommand.self, FarmCommand.self, WorkerCommand.self, GatewayCommand.self, SimCommand.self, EnqueueCommand.self, TailCommand.self, CancelCommand.self, ModelsCommand.self,
-            StatsCommand.self, DeadCommand.self, DrainCommand.self,
+            StatsCommand.self, DeadCommand.self, DrainCommand.self, ReloadCommand.self,
         ]
     )
 }

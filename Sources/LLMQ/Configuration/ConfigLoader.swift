@@ -129,6 +129,7 @@ public enum ConfigLoader {
         try check.double("\(key).cooldown_s", p.cooldownS, 0...86_400, unit: "seconds (0 turns it off)")
         try check.atLeast("\(key).cooldown_max_s", p.cooldownMaxS, "cooldown_s", p.cooldownS, max: 86_400)
         try check.int("\(key).failures_before_cooldown", p.failuresBeforeCooldown, 0...1_000_000, unit: "(0 never)")
+        if let l = p.launch { try LaunchConfig.validate("\(key).launch", l, provider: p, bad: bad) }
         if p.deployment != nil && kind != .azure { throw bad("\(key).deployment", "applies to kind azure only") }
         if p.apiVersion != nil && kind != .azure && kind != .anthropic {
             throw bad("\(key).api_version", "applies to kinds azure (api-version) and anthropic (anthropic-version) only")

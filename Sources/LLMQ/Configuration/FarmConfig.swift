@@ -200,6 +200,8 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
     public var failuresBeforeCooldown: Int = 5
     /// Embed jobs of this provider answered from the farm's cache in Redis; nil: off.
     public var embedCache: EmbedCacheConfig?
+    /// A local engine the farm starts and supervises for this provider (see `LaunchConfig`).
+    public var launch: LaunchConfig?
 
     public init(kind: String, baseURL: String? = nil, apiKeyEnv: String? = nil, timeoutS: Double = 120, idleTimeoutS: Double = 30) {
         self.kind = kind
@@ -225,6 +227,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         case cooldownMaxS = "cooldown_max_s"
         case failuresBeforeCooldown = "failures_before_cooldown"
         case embedCache = "embed_cache"
+        case launch
     }
 
     public init(from decoder: Decoder) throws {
@@ -247,6 +250,7 @@ public struct ProviderConfig: Sendable, Codable, Equatable {
         cooldownMaxS = try c.decodeIfPresent(Double.self, forKey: .cooldownMaxS) ?? 60
         failuresBeforeCooldown = try c.decodeIfPresent(Int.self, forKey: .failuresBeforeCooldown) ?? 5
         embedCache = try c.decodeIfPresent(EmbedCacheConfig.self, forKey: .embedCache)
+        launch = try c.decodeIfPresent(LaunchConfig.self, forKey: .launch)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !CodingKeys.allCases.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {
             throw DecodingError.dataCorrupted(.init(codingPath: [AnyKey(k)], debugDescription: "unknown key \"\(k)\""))

@@ -17,8 +17,9 @@ public final class ChildProcess: Sendable {
     /// Starts `arguments[0]` (a path) with the rest as its arguments.
     /// With `ownProcessGroup`, the child does not receive the terminal's Ctrl-C meant for its parent,
     /// which then decides when to stop it.
+    /// `output`, when given, becomes the child's standard output and error (the write end of a pipe the caller reads).
     public init(_ arguments: [String], environment: [String: String]? = nil, stdout: String? = nil, stderr: String? = nil,
-                ownProcessGroup: Bool = false) throws(LLMQError) {
+                output: Int32? = nil, ownProcessGroup: Bool = false) throws(LLMQError) {
         self.arguments = arguments
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -42,6 +43,10 @@ public final class ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let stdout { posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
         if let stderr { posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
+        if let output {
+            posix_spawn_file_actions_adddup2(&actions, output, 1)
+            posix_spawn_file_actions_adddup2(&actions, output, 2)
+        }
         if let closeFrom = Self.addCloseFrom {
             _ = closeFrom(&actions, 3)
         } else {
@@ -87,6 +92,12 @@ public final class ChildProcess: Sendable {
 
     public func signal(_ sig: Int32) {
         if exitStatus == nil { kill(pid, sig) }
+    }
+
+    /// Signals the child's whole process group (it must have been started with `ownProcessGroup`):
+    /// engines such as vLLM run helper processes that must stop with them.
+    public func signalGroup(_ sig: Int32) {
+        if exitStatus == nil { kill(-pid, sig) }
     }
 
     /// The raw wait status once the process has exited.

@@ -33,13 +33,16 @@ public final class JobRunner: Sendable {
     let labels: ModelLabels
     let parser: JobParser
     let logger: Logger
+    /// Engines the supervisor manages on this host; nil when it manages none.
+    let engines: EngineGate?
     private let active = Mutex<[String: JobHandle]>([:])
     /// Cancellations that arrived for ids not (yet) running here, with when they arrived.
     private let recentCancels = Mutex<[String: UInt64]>([:])
     private let draining = Atomic<Bool>(false)
 
     public init(settings: Settings, registry: ProviderRegistry, engine: HTTPEngine, publisher: EventPublisher, lease: Lease,
-                promoter: DelayedJobPromoter?, labels: ModelLabels, logger: Logger) {
+                promoter: DelayedJobPromoter?, labels: ModelLabels, logger: Logger, engines: EngineGate? = nil) {
+        self.engines = engines
         self.settings = settings
         self.registry = registry
         self.engine = engine
@@ -200,10 +203,10 @@ public final class JobRunner: Sendable {
         }
     }
 
-    /// Seconds each target still cools down, nil where it may be called.
+    /// Seconds each target still cools down (or its local engine still starts), nil where it may be called.
     private func cooling(_ targets: [ProviderRegistry.Target]) async -> [Double?] {
         var out: [Double?] = []
-        for t in targets { out.append(await registry.cooldowns.remaining(t.provider.name)) }
+        for t in targets { out.append(await registry.cooldowns.remaining(t.provider.name) ?? engines?.waitSeconds(t.provider.name)) }
         return out
     }
 
@@ -217,6 +220,11 @@ public final class JobRunner: Sendable {
     private func call(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) async -> CallResult {
         let writer = v.stream.writer
         let provider = target.provider
+        if let engines {
+            if let down = engines.unavailable(provider.name) { return .failed(down) }
+            engines.noteUse(provider.name)
+        }
+        defer { engines?.noteUse(provider.name) }
         var remaining: Double?
         if let budgetEnd {
             remaining = budgetEnd - Clock.unixTime()

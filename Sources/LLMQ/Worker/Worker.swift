@@ -54,7 +54,7 @@ public final class Worker: Service {
                 maxAttempts: config.maxAttempts, maxOutputBytes: config.maxOutputBytes, retryBase: config.retryBaseS, retryCap: config.retryMaxS,
                 replicaAcknowledged: config.durability == "replica"),
             registry: registry, engine: engine, publisher: publisher, lease: lease, promoter: promoter, labels: ModelLabels(config: config),
-            logger: logger)
+            logger: logger, engines: EngineGate.fromEnvironment(config: config))
 
         let (jobs, jobsIn) = AsyncStream<(HeldJob, UInt64, Bool)>.makeStream()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
