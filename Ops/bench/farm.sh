@@ -20,4 +20,4 @@ providers:
 routes:
   sim-1: ["bench/sim-1"]
 YAML
-exec "$root/.build/release/llmq" farm --config "$conf"
+exec "${LLMQ_BENCH_BIN:-$root/.build/release/llmq}" farm --config "$conf"

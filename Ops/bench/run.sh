@@ -26,6 +26,6 @@ step() {  # NAME COMMAND...
 step stream "$bench/compare.sh" -- "$here/farm.sh" {redis} {upstream}
 step short "$bench/compare.sh" -t 1 -j "$short_jobs" -- "$here/farm.sh" {redis} {upstream}
 step overhead "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
-LLMQ_BENCH_CONCURRENCY=$((many + 100)) step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_CONCURRENCY=$((many + 100)) step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"
