@@ -109,8 +109,24 @@ public final class JobFetcher: Sendable {
     private func reconcile(_ c: RedisConnection) throws(LLMQError) {
         held.beginReconcile(family: family)
         let list = try c.command([Array("LRANGE".utf8), inflightKey, Array("0".utf8), Array("-1".utf8)]).array?.compactMap(\.bytes) ?? []
-        let found = held.orphans(in: list, family: family)
+        var found = held.orphans(in: list, family: family)
         guard !found.isEmpty else { return }
+        let buckets = fair.map { _ in found.map(FairSchedule.bucket) }
+        let finished = try finishedAlready(found, c)
+        if finished.contains(true) {
+            var cmds: [UInt8] = []
+            var n = 0
+            for (i, job) in found.enumerated() where finished[i] {
+                n += HeldJob(raw: job, family: family, worker: worker, tenant: buckets?[i]).acknowledge(into: &cmds)
+            }
+            try cmds.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
+            for _ in 0..<n { _ = try c.reply() }
+            logger.warning("acknowledged jobs that had ended here before the connection broke", metadata: [
+                "mode": "\(family)", "jobs": "\(finished.filter { $0 }.count)",
+            ])
+            found = found.indices.filter { !finished[$0] }.map { found[$0] }
+            guard !found.isEmpty else { return }
+        }
         logger.warning("found jobs Redis moved to this worker while the connection broke; running them", metadata: [
             "mode": "\(family)", "jobs": "\(found.count)",
         ])
@@ -129,6 +145,25 @@ public final class JobFetcher: Sendable {
             permits.release(taken)
             throw error
         }
+    }
+
+    /// Which of `jobs` already have their terminal event in their log: they ended on this worker and only the
+    /// acknowledgement was lost (a failover took it), so running them again would end them twice.
+    private func finishedAlready(_ jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) -> [Bool] {
+        let ids = jobs.map(JobParser.peekID)
+        for id in ids { if let id { try c.append(["XREVRANGE", keys.log(id), "+", "-", "COUNT", "1"]) } }
+        var out: [Bool] = []
+        for id in ids {
+            guard id != nil else {
+                out.append(false)
+                continue
+            }
+            let fields = try c.reply().array?.first?.array?.last?.array
+            let line = fields.flatMap { f in f.count >= 2 ? f[1].bytes : nil }.flatMap { try? JSONValue.parse($0) }
+            let type = line?["type"]?.stringValue
+            out.append(type == "done" || type == "error")
+        }
+        return out
     }
 
     /// Shards and fair families take without blocking and wait for work holding no permit.
