@@ -72,20 +72,22 @@ public final class FarmInspector {
                 for mode in m.split(separator: ",") { found.insert(Mode(String(mode))) }
             }
         }
-        // Bounded: a Redis holding millions of request keys is not walked in full.
-        var cursor = "0"
-        for _ in 0..<50 {
-            let r = try connection.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][eal]*", "COUNT", "2000"])
-            guard let parts = r.array, parts.count == 2 else { break }
-            for k in parts[1].array ?? [] {
-                guard let key = k.string else { continue }
-                for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
-                    let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
-                    if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
+        // Bounded: a Redis holding millions of request keys is not walked in full. SCAN sees one node: visit every master.
+        for node in try connection.masters() {
+            var cursor = "0"
+            for _ in 0..<50 {
+                let r = try node.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][eal]*", "COUNT", "2000"])
+                guard let parts = r.array, parts.count == 2 else { break }
+                for k in parts[1].array ?? [] {
+                    guard let key = k.string else { continue }
+                    for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
+                        let inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
+                        if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
+                    }
                 }
+                cursor = parts[0].string ?? "0"
+                if cursor == "0" { break }
             }
-            cursor = parts[0].string ?? "0"
-            if cursor == "0" { break }
         }
         return found.sorted()
     }
@@ -215,13 +217,10 @@ public final class FarmInspector {
 
     /// Empties a mode's dead-letter list; returns how many entries it held.
     public func purgeAll(mode: Mode) throws(LLMQError) -> Int {
-        try connection.append(["MULTI"])
-        try connection.append(["LLEN", keys.dead(mode)])
-        try connection.append(["DEL", keys.dead(mode)])
-        try connection.append(["EXEC"])
-        for _ in 0..<3 { _ = try connection.reply() }
-        let exec = try connection.reply()
-        return exec.array?.first?.integer ?? 0
+        // A script rather than MULTI: it routes by its key on a cluster.
+        let r = try connection.command(["EVAL", "local n = redis.call('LLEN', KEYS[1]) redis.call('DEL', KEYS[1]) return n", "1", keys.dead(mode)])
+        if case .error(let e) = r { throw .redis("emptying \(keys.dead(mode)) failed: \(e)") }
+        return r.integer ?? 0
     }
 
     // MARK: drain

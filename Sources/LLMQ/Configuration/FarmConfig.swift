@@ -38,6 +38,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     /// Seconds a worker's lease (heartbeat) lives without renewal before other workers reap its jobs (1-300).
     public var leaseTTLS: Double = 5
     public var gateway: GatewayConfig = GatewayConfig()
+    /// Request channels: `sharded` (SPUBLISH) or `classic` (PUBLISH); nil: sharded on a cluster, classic otherwise.
+    public var pubsub: PubSub?
 
     public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -64,6 +66,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case tracing, gateway
         case delayedBatch = "delayed_batch"
         case leaseTTLS = "lease_ttl_s"
+        case pubsub
     }
 
     public init(from decoder: Decoder) throws {
@@ -93,6 +96,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         delayedBatch = try c.decodeIfPresent(Int.self, forKey: .delayedBatch) ?? d.delayedBatch
         leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
         gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
+        pubsub = try c.decodeIfPresent(PubSub.self, forKey: .pubsub)
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

@@ -10,6 +10,8 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var username: String?
     public var password: String?
     public var database: Int
+    /// Seed nodes of a Redis Cluster (`redis+cluster://`); nil for one server. See `RedisURL+Cluster.swift`.
+    public var cluster: [HostPort]?
 
     public init(host: String = "127.0.0.1", port: Int = 6379, unixPath: String? = nil, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.host = host
@@ -29,7 +31,9 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
                 """)
         }
         self.init()
-        if text.hasPrefix("unix://") {
+        if text.hasPrefix(Self.clusterScheme) {
+            try parseCluster(text)
+        } else if text.hasPrefix("unix://") {
             unixPath = String(text.dropFirst("unix://".count))
         } else {
             guard text.hasPrefix("redis://"), let comps = URLComponents(string: text) else {
@@ -54,6 +58,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     /// The URL without the password, for logs.
     public var description: String {
         if let unixPath { return "unix://\(unixPath)" }
+        if let cluster { return clusterDescription(cluster) }
         let auth = password == nil ? (username.map { "\($0)@" } ?? "") : "\(username ?? ""):***@"
         return "redis://\(auth)\(host):\(port)/\(database)"
     }
