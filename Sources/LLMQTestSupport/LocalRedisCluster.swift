@@ -20,6 +20,8 @@ public final class LocalRedisCluster: @unchecked Sendable {  // used from one te
             nodes.append(try LocalRedis(directory: dir, extraArguments: [
                 "--cluster-enabled", "yes", "--cluster-config-file", "\(dir)/nodes.conf",
                 "--cluster-node-timeout", String(nodeTimeoutMs), "--cluster-require-full-coverage", "no",
+                // The bus port defaults to port + 10000, past 65535 for most free ports.
+                "--cluster-port", String(try FreePort.find()),
             ]))
         }
         let create = Process()
