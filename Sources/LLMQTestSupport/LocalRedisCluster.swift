@@ -22,6 +22,8 @@ public final class LocalRedisCluster: @unchecked Sendable {  // used from one te
                 "--cluster-node-timeout", String(nodeTimeoutMs), "--cluster-require-full-coverage", "no",
                 // The bus port defaults to port + 10000, past 65535 for most free ports.
                 "--cluster-port", String(try FreePort.find()),
+                // Replicas sync at once (not after the default 5 s) and may always take over.
+                "--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0",
             ]))
         }
         let create = Process()
@@ -76,7 +78,11 @@ public final class LocalRedisCluster: @unchecked Sendable {  // used from one te
                     break
                 }
             }
-            if ok, (try? masters().count) == expected { return }
+            // A replica that has not finished its first sync cannot take over.
+            if ok, (try? masters().count) == expected, try live.allSatisfy({ i in
+                let info = try client(i).run("INFO", "replication").string ?? ""
+                return info.contains("role:master") || info.contains("master_link_status:up")
+            }) { return }
             usleep(50_000)
         }
         throw TestFailure("the cluster did not become healthy within \(timeout) s: \(last)")
