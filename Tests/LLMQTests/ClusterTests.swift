@@ -33,6 +33,21 @@ import Testing
         #expect(PubSub.resolve(.classic, for: u) == .classic)
     }
 
+    @Test func theConfigurationChoosesPubSubAndRejectsWhatItCannotRead() throws {
+        let shipped = try ConfigLoader.load(path: "\(TestEnvironment.packageRoot)/Ops/compose/farm-cluster.yaml", environment: [:])
+        try ConfigLoader.validate(shipped, source: "farm-cluster.yaml")
+        #expect(shipped.pubsub == .sharded && shipped.keys.pubsub == .sharded)
+        let dir = NSTemporaryDirectory() + "llmq-cluster-config-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "redis: \"redis+cluster://127.0.0.1:7000\"\n".write(toFile: dir + "/a.yaml", atomically: true, encoding: .utf8)
+        #expect(try ConfigLoader.load(path: dir + "/a.yaml", environment: [:]).keys.pubsub == .sharded)
+        try "redis: \"redis+cluster://127.0.0.1:7000\"\npubsub: classic\n".write(toFile: dir + "/b.yaml", atomically: true, encoding: .utf8)
+        #expect(try ConfigLoader.load(path: dir + "/b.yaml", environment: [:]).keys.pubsub == .classic)
+        #expect(try ConfigLoader.load(path: dir + "/a.yaml", environment: ["LLMQ_REDIS_URL": "redis://h:1"]).keys.pubsub == .classic)
+        try "pubsub: loud\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        #expect(throws: LLMQError.self) { try ConfigLoader.load(path: dir + "/c.yaml", environment: [:]) }
+    }
+
     @Test func aChatJobStreamsOverShardedPubSubToLogAndResult() async throws {
         let f = try ClusterFarm("c-chat")
         let farm = try f.startFarm()
