@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make bench` (cluster part): the release farm on a Redis Cluster of 1 and of 3
-# masters (no replicas), against the instant nginx upstream of ../shared/bench,
+# `make bench` (cluster part): the release farm on one plain redis-server, then on a
+# Redis Cluster of 1 and of 3 masters (no replicas), against the instant nginx upstream of ../shared/bench,
 # JOBS jobs of TOKENS chunks each; one JSON line per run (cluster_load.py).
 #   cluster.sh BENCH_DIR [JOBS] [TOKENS]
 set -euo pipefail
@@ -20,6 +20,18 @@ uport=$(freeport)
 python3 "$bench/upstream/gen_static.py" "$work/static" "$tokens"
 sed -e "s#@DIR@#$work#g" -e "s#@PORT@#$uport#g" "$bench/upstream/nginx.conf.in" > "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work"
+
+# First one plain redis-server (the same load script), then clusters of 1 and 3 masters.
+p=$(freeport)
+redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --logfile "$work/plain.log" &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+"$here/farm.sh" "redis://127.0.0.1:$p" "http://127.0.0.1:$uport/n$tokens/v1" >"$work/farm-plain.log" 2>&1 &
+farm=$!; pids+=($farm)
+sleep 3
+"$venv/bin/python" "$here/cluster_load.py" "127.0.0.1:$p" "$jobs" "$tokens" 0
+kill -TERM "$farm"; wait "$farm" 2>/dev/null || true
+redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
 
 for masters in 1 3; do
   ports=()
