@@ -61,6 +61,8 @@ test: build pydeps testdeps
 
 bench: release bench-deps
 	Ops/bench/run.sh $(SHARED)/bench
+	# Redis Cluster: delivered chunks/s with 1 and 3 masters (see BENCHMARKS.md, "Redis Cluster").
+	Ops/bench/cluster.sh $(SHARED)/bench
 
 # The gateway's added latency over the Redis path and its streamed requests/s beside LiteLLM's proxy
 # (used when `litellm` is on PATH or LITELLM names it: pip install 'litellm[proxy]').

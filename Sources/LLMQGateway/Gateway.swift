@@ -46,6 +46,12 @@ public final class Gateway: Sendable {
         self.apiKeys = apiKeys
         self.logger = logger
         let url = try RedisURL(config.redis)
+        // The hub subscribes with classic SUBSCRIBE on one connection: it would hear nothing of a sharded farm.
+        if config.keys.pubsub == .sharded {
+            throw .configuration(
+                "the gateway reads request channels with classic SUBSCRIBE, but pubsub resolves to sharded for \(url); "
+                    + "set `pubsub: classic` in the gateway's and the farm's configuration")
+        }
         keys = Keys(prefix: config.prefix)
         hub = SubscriptionHub(url: url, logger: logger)
         pool = RedisPool(url: url)

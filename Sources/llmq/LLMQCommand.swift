@@ -52,7 +52,12 @@ struct ClientOptions: ParsableArguments {
         }
     }
 
-    var keys: Keys { Keys(prefix: prefix ?? ProcessInfo.processInfo.environment["LLMQ_PREFIX"] ?? "llmq") }
+    @Option(name: .long, help: "How the farm publishes request channels: sharded or classic (default: sharded on redis+cluster://, else classic).")
+    var pubsub: PubSub?
+
+    var keys: Keys {
+        Keys(prefix: prefix ?? ProcessInfo.processInfo.environment["LLMQ_PREFIX"] ?? "llmq", pubsub: PubSub.resolve(pubsub, for: try? url))
+    }
 }
 
 import Foundation

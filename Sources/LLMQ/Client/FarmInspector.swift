@@ -98,22 +98,24 @@ public final class FarmInspector {
                 for mode in m.split(separator: ",") { found.insert(Mode(String(mode))) }
             }
         }
-        // Bounded: a Redis holding millions of request keys is not walked in full.
-        var cursor = "0"
-        for _ in 0..<50 {
-            let r = try connection.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][eal]*", "COUNT", "2000"])
-            guard let parts = r.array, parts.count == 2 else { break }
-            for k in parts[1].array ?? [] {
-                guard let key = k.string else { continue }
-                for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
-                    var inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
-                    // A shard's tag is `{MODE~i}`.
-                    if let tilde = inner.lastIndex(of: "~"), Int(inner[inner.index(after: tilde)...]) != nil { inner = inner[..<tilde] }
-                    if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
+        // Bounded: a Redis holding millions of request keys is not walked in full. SCAN sees one node: visit every master.
+        for node in try connection.masters() {
+            var cursor = "0"
+            for _ in 0..<50 {
+                let r = try node.command(["SCAN", cursor, "MATCH", "\(keys.prefix):{*}:[qd][ue][eal]*", "COUNT", "2000"])
+                guard let parts = r.array, parts.count == 2 else { break }
+                for k in parts[1].array ?? [] {
+                    guard let key = k.string else { continue }
+                    for suffix in ["}:queue", "}:dead", "}:delayed"] where key.hasSuffix(suffix) {
+                        var inner = key.dropFirst(keys.prefix.count + 2).dropLast(suffix.count)
+                        // A shard's tag is `{MODE~i}`.
+                        if let tilde = inner.lastIndex(of: "~"), Int(inner[inner.index(after: tilde)...]) != nil { inner = inner[..<tilde] }
+                        if Job.isValidID(String(inner)) { found.insert(Mode(String(inner))) }
+                    }
                 }
+                cursor = parts[0].string ?? "0"
+                if cursor == "0" { break }
             }
-            cursor = parts[0].string ?? "0"
-            if cursor == "0" { break }
         }
         return found.sorted()
     }
@@ -277,15 +279,12 @@ public final class FarmInspector {
 
     /// Empties a mode's dead-letter lists (every shard's); returns how many entries they held.
     public func purgeAll(mode: Mode) throws(LLMQError) -> Int {
+        // A script rather than MULTI: it routes by its key on a cluster.
         var total = 0
         for family in families(mode) {
-            try connection.append(["MULTI"])
-            try connection.append(["LLEN", family.dead])
-            try connection.append(["DEL", family.dead])
-            try connection.append(["EXEC"])
-            for _ in 0..<3 { _ = try connection.reply() }
-            let exec = try connection.reply()
-            total += exec.array?.first?.integer ?? 0
+            let r = try connection.command(["EVAL", "local n = redis.call('LLEN', KEYS[1]) redis.call('DEL', KEYS[1]) return n", "1", family.dead])
+            if case .error(let e) = r { throw .redis("emptying \(family.dead) failed: \(e)") }
+            total += r.integer ?? 0
         }
         return total
     }

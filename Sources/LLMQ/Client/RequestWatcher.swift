@@ -7,11 +7,17 @@ import Foundation
 public enum RequestWatcher {
     /// Subscribes to the request's channel before returning, so a job pushed
     /// afterwards loses no line; the stream ends after the terminal event or `timeout`.
+    ///
+    /// On a cluster it subscribes both ways (SSUBSCRIBE, then SUBSCRIBE on the same
+    /// node, the one owning `{ID}`), so it follows a farm whatever its `pubsub` setting.
     public static func subscribe(url: RedisURL, keys: Keys, id: String, timeout: Double = 600) throws(LLMQError) -> AsyncStream<String> {
         let connection = try RedisConnection(url)
-        let reply = try connection.command(["SUBSCRIBE", keys.tokens(id)])
-        guard reply.array?.first?.string == "subscribe" else {
-            throw .redis("SUBSCRIBE \(keys.tokens(id)) failed: \(reply)")
+        let ways: [PubSub] = url.isCluster ? [.sharded, .classic] : [keys.pubsub]
+        for way in ways {
+            let reply = try connection.command([way.subscribeCommand, keys.tokens(id)])
+            guard reply.array?.first?.string == way.subscribeCommand.lowercased() else {
+                throw .redis("\(way.subscribeCommand) \(keys.tokens(id)) failed: \(reply)")
+            }
         }
         nonisolated(unsafe) let c = connection  // handed to the reader thread, used only there
         return AsyncStream { out in
@@ -25,7 +31,7 @@ public enum RequestWatcher {
                     } catch {
                         break
                     }
-                    guard let parts = reply.array, parts.count == 3, parts[0].string == "message", let payload = parts[2].string else { continue }
+                    guard let parts = reply.array, parts.count == 3, parts[0].string == "message" || parts[0].string == "smessage", let payload = parts[2].string else { continue }
                     for line in payload.split(separator: "\n") {
                         out.yield(String(line))
                         if isTerminal(line) { break reading }

@@ -47,6 +47,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var tenants: [String: TenantConfig] = [:]
     /// What an unlisted tenant (and a job without one) gets.
     public var tenantDefault: TenantConfig = TenantConfig()
+    /// Request channels: `sharded` (SPUBLISH) or `classic` (PUBLISH); nil: sharded on a cluster, classic otherwise.
+    public var pubsub: PubSub?
 
     public static let defaultModes: [Mode: ModeConfig] = [
         "chat": ModeConfig(concurrency: 64), "complete": ModeConfig(concurrency: 32), "embed": ModeConfig(concurrency: 16),
@@ -76,6 +78,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case durability
         case tenants
         case tenantDefault = "tenant_default"
+        case pubsub
     }
 
     public init(from decoder: Decoder) throws {
@@ -110,6 +113,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         durability = try c.decodeIfPresent(String.self, forKey: .durability) ?? d.durability
         tenants = try c.decodeIfPresent([String: TenantConfig].self, forKey: .tenants) ?? d.tenants
         tenantDefault = try c.decodeIfPresent(TenantConfig.self, forKey: .tenantDefault) ?? d.tenantDefault
+        pubsub = try c.decodeIfPresent(PubSub.self, forKey: .pubsub)
         let known = Set(CodingKeys.allCases)
         let extra = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { k in !known.contains(where: { $0.rawValue == k }) }
         if let k = extra.sorted().first {

@@ -4,9 +4,12 @@
 /// multi-key command touches one cluster slot.
 public struct Keys: Sendable, Hashable {
     public let prefix: String
+    /// How request channels are published: PUBLISH, or SPUBLISH on the node owning `{ID}` (cluster).
+    public var pubsub: PubSub
 
-    public init(prefix: String = "llmq") {
+    public init(prefix: String = "llmq", pubsub: PubSub = .classic) {
         self.prefix = prefix
+        self.pubsub = pubsub
     }
 
     public func queue(_ mode: Mode) -> String { "\(prefix):{\(mode)}:queue" }

@@ -5,6 +5,10 @@ import Logging
 /// own, pipelined: whatever accumulates while one batch is in flight goes out
 /// together in the next, in order.
 ///
+/// On a Redis Cluster the connection splits each batch by master and writes
+/// every master's part before reading any reply (see `ClusterRouter`): one
+/// pipeline per master, in flight at once, from this one thread.
+///
 /// Errors: a batch that Redis refuses as "not now" (LOADING, BUSY, TRYAGAIN,
 /// MASTERDOWN, CLUSTERDOWN, NOREPLICAS) or that meets a replica (READONLY, a failover
 /// behind one address) is sent again on a new connection. Other refusals (OOM,

@@ -12,6 +12,8 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var database: Int
     /// Set for `redis+sentinel://`: every connection asks these sentinels where the master is now.
     public var sentinel: SentinelSet?
+    /// Seed nodes of a Redis Cluster (`redis+cluster://`); nil for one server. See `RedisURL+Cluster.swift`.
+    public var cluster: [HostPort]?
 
     public init(host: String = "127.0.0.1", port: Int = 6379, unixPath: String? = nil, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.host = host
@@ -31,7 +33,9 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
                 """)
         }
         self.init()
-        if text.hasPrefix("unix://") {
+        if text.hasPrefix(Self.clusterScheme) {
+            try parseCluster(text)
+        } else if text.hasPrefix("unix://") {
             unixPath = String(text.dropFirst("unix://".count))
         } else if text.hasPrefix(Self.sentinelScheme) {
             self = try RedisURL(sentinelURL: text, environment: environment)
@@ -59,6 +63,7 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         if let unixPath { return "unix://\(unixPath)" }
         if let sentinel { return database == 0 ? sentinel.description : "\(sentinel)/\(database)" }
+        if let cluster { return clusterDescription(cluster) }
         let auth = password == nil ? (username.map { "\($0)@" } ?? "") : "\(username ?? ""):***@"
         return "redis://\(auth)\(host):\(port)/\(database)"
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Lua scripts for the writes that must happen exactly once even when a
 /// batch is sent again after a lost connection. Each touches keys of one hash
 /// tag only, so it runs unchanged on Redis Cluster.
@@ -15,6 +17,10 @@ public enum Scripts {
         redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[2])
         return 1
         """
+
+    /// `terminal` for sharded pub/sub: the channel shares the result's slot, so SPUBLISH
+    /// from the script stays on that node.
+    public static let terminalSharded = terminal.replacingOccurrences(of: "'PUBLISH'", with: "'SPUBLISH'")
 
     /// Moves a job from an in-flight list back to the head of its queue,
     /// possibly rewritten, only if it is still there (so a resend cannot push it twice).

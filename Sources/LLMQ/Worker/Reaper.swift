@@ -72,17 +72,16 @@ public struct Reaper: Sendable {
         } catch {
             // It never ran: answer and bury it here rather than hand it to the next worker.
             let dead = DeadLetter.entry(raw: held.raw, id: error.id, error: error.error, attempt: 1, worker: held.worker, now: Clock.unixTime())
-            var n = 0
             if let id = error.id {
                 let stream = RequestStream(writer: EventWriter(id: id), keys: keys, logTTL: logTTL)
                 stream.writer.error(error.error, attempt: 1)
                 let result = ResultRecord(id: id, worker: held.worker, attempt: 1, metadata: nil, writer: nil, provider: nil, model: nil,
                                           error: error.error)
-                n = held.finish(stream, result: result, resultTTL: resultTTL, dead: dead, into: &cmds)
+                try finish(held, stream, result: result, dead: dead, c)
             } else {
-                n = held.bury(dead, into: &cmds)
+                let n = held.bury(dead, into: &cmds)
+                try run(cmds, count: n, c)
             }
-            try run(cmds, count: n, c)
             FarmMetrics.deadLettered(mode: held.mode, code: error.error.code.rawValue)
             logger.warning("buried a job a lost worker held that is not a valid job", metadata: [
                 "request_id": "\(error.id ?? "-")", "dead_worker": "\(held.worker)", "error": "\(error.error.message)",
@@ -94,7 +93,8 @@ public struct Reaper: Sendable {
         let lastLine = last.flatMap { f in f.count >= 2 ? f[1].bytes : nil }.flatMap { try? JSONValue.parse($0) }
         let lastType = lastLine?["type"]?.stringValue
         if lastType == "done" || lastType == "error" {
-            try run(cmds, count: held.acknowledge(into: &cmds), c)
+            let n = held.acknowledge(into: &cmds)
+            try run(cmds, count: n, c)
             logger.info("acknowledged a finished job a lost worker still held", metadata: ["request_id": "\(id)", "dead_worker": "\(held.worker)"])
             return
         }
@@ -110,14 +110,17 @@ public struct Reaper: Sendable {
             let result = ResultRecord(id: id, worker: held.worker, attempt: attempt, metadata: job.metadata, writer: nil, provider: nil, model: nil,
                                       error: error)
             let dead = DeadLetter.entry(raw: held.raw, id: id, error: error, attempt: attempt, worker: held.worker, now: Clock.unixTime())
-            try run(cmds, count: held.finish(stream, result: result, resultTTL: resultTTL, dead: dead, into: &cmds), c)
+            try finish(held, stream, result: result, dead: dead, c)
             FarmMetrics.deadLettered(mode: held.mode, code: error.code.rawValue)
             logger.warning("a lost worker's job has no attempt left", metadata: ["request_id": "\(id)", "dead_worker": "\(held.worker)"])
             return
         }
         if outputStarted { stream.writer.retry(nextAttempt: attempt + 1, reason: "worker_lost") }
-        var n = stream.drain(into: &cmds)
-        n += held.requeue(as: HeldJob.rewrite(held.raw, attempts: attempt, timeoutLeft: nil), into: &cmds)
+        // The retry line is written before the job can start again elsewhere (on a cluster they are on two nodes).
+        let lines = stream.drain(into: &cmds)
+        try run(cmds, count: lines, c)
+        cmds.removeAll(keepingCapacity: true)
+        let n = held.requeue(as: HeldJob.rewrite(held.raw, attempts: attempt, timeoutLeft: nil), into: &cmds)
         try run(cmds, count: n, c)
         FarmMetrics.requeued(mode: held.mode, reason: "worker_lost")
         if outputStarted { FarmMetrics.retry(mode: held.mode, reason: "worker_lost") }
@@ -126,7 +129,20 @@ public struct Reaper: Sendable {
         ])
     }
 
+    /// The terminal write, and only once Redis took it, the way out of the in-flight list: on a
+    /// cluster they live on two nodes, and a crash between them must leave the job held (it is then
+    /// only acknowledged, its terminal event found in the log), never gone without its terminal event.
+    private func finish(_ held: HeldJob, _ stream: RequestStream, result: ResultRecord, dead: [UInt8]?, _ c: RedisConnection) throws(LLMQError) {
+        var cmds: [UInt8] = []
+        let terminal = stream.drainTerminal(into: &cmds, result: result.json, resultTTL: resultTTL, runToken: result.run)
+        try run(cmds, count: terminal, c)
+        cmds.removeAll(keepingCapacity: true)
+        let n = held.leave(dead: dead, into: &cmds)
+        try run(cmds, count: n, c)
+    }
+
     private func run(_ cmds: [UInt8], count: Int, _ c: RedisConnection) throws(LLMQError) {
+        guard count > 0 else { return }
         try cmds.withUnsafeBufferPointer { b throws(LLMQError) in try c.appendEncoded(b) }
         var failure: String?
         for _ in 0..<count {

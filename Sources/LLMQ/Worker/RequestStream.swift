@@ -16,17 +16,19 @@ public final class RequestStream: PendingOutput, @unchecked Sendable {  // see E
     /// RESP of `PUBLISH tokens` and `XADD log * line`, everything but the last argument.
     private let publishPrefix: [UInt8]
     private let xaddPrefix: [UInt8]
+    private let pubsub: PubSub
 
     public init(writer: EventWriter, keys: Keys, logTTL: Int, fence: (lease: Lease, epoch: UInt64)? = nil) {
         self.writer = writer
         self.fence = fence
+        pubsub = keys.pubsub
         tokensKey = keys.tokens(writer.id)
         logKey = keys.log(writer.id)
         keysResult = keys.result(writer.id)
         self.logTTL = String(logTTL)
         var p: [UInt8] = []
         RESP.appendArrayHeader(3, to: &p)
-        RESP.appendBulk("PUBLISH", to: &p)
+        RESP.appendBulk(keys.pubsub.publishCommand, to: &p)
         RESP.appendBulk(tokensKey, to: &p)
         publishPrefix = p
         var x: [UInt8] = []
@@ -81,7 +83,7 @@ extension RequestStream {
             }
         }
         Scripts.appendEval(
-            Scripts.terminal, keys: [tokensKey, logKey, keysResult],
+            pubsub == .sharded ? Scripts.terminalSharded : Scripts.terminal, keys: [tokensKey, logKey, keysResult],
             args: [payload, Array(String(resultTTL).utf8), Array(logTTL.utf8), Array(runToken.utf8), result] + lines,
             to: &buffer)
         return 1

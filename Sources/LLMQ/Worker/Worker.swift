@@ -18,7 +18,7 @@ public final class Worker: Service {
         self.id = id
         self.config = config
         self.url = try RedisURL(config.redis)
-        self.keys = Keys(prefix: config.prefix)
+        self.keys = config.keys
         var l = logger
         l[metadataKey: "worker"] = "\(id)"
         self.logger = l

@@ -1,0 +1,5 @@
+import ArgumentParser
+import LLMQ
+
+// Lets `--pubsub` take `sharded` or `classic`.
+extension PubSub: ExpressibleByArgument {}
