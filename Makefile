@@ -55,9 +55,11 @@ release: deps
 run: build
 	$(LLMQ) dev
 
+# One test at a time: many suites start farms, clusters and sentinels of real processes, and on a 2-core machine
+# running them side by side turned their deadlines into a measure of the machine's load (about 15 minutes in all).
 test: build pydeps testdeps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 bench: release bench-deps
 	Ops/bench/run.sh $(SHARED)/bench

@@ -68,7 +68,8 @@ import Testing
         let events = try env.collector()
         let farm = try env.start(["farm", "--config", config])
         let redis = try env.client()
-        let due = Clock.unixTime() + 2
+        // Far enough ahead that the other job ends first even on a loaded machine.
+        let due = Clock.unixTime() + 6
         try redis.run("LPUSH", env.key("{chat}:queue"),
                       TestEnvironment.chatJob(id: "later", model: "sim/sim:tokens=2", extra: #","not_before":\#(due),"max_attempts":1"#))
         try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: "now", model: "sim/sim:tokens=2"))
@@ -76,7 +77,7 @@ import Testing
         #expect(early["now"]!.last?.type == "done")
         #expect(try redis.run("ZCARD", env.key("{chat}:delayed")).int == 1)
         #expect(events.events("later").isEmpty, "a delayed job says nothing until it starts")
-        let later = try events.waitForTerminal(["later"], timeout: 15)["later"]!
+        let later = try events.waitForTerminal(["later"], timeout: 25)["later"]!
         #expect(Clock.unixTime() >= due)
         #expect(later.map(\.type) == ["start", "chunk", "chunk", "done"] && later.first?["attempt"] == 1, "\(later.map(\.raw))")
         farm.signal(SIGTERM)

@@ -261,9 +261,10 @@ import Testing
     @Test func aWorkerRunAloneServesItsOwnMetricsAndReadiness() async throws {
         let env = try TestEnvironment("ops-solo")
         let port = try FreePort.find()
+        // The drain must outlast the 10 s slow job even on a loaded machine, or the job is put back instead of finishing.
         let config = try Self.config(env, workers: 1, httpPort: 0, modes: ["chat": 3], routes: [
             "fast": ["sim/sim:tokens=4"], "slow": ["sim/sim:tokens=250,delay_ms=40"],
-        ])
+        ], drainTimeout: 60)
         let events = try env.collector()
         let worker = try env.start(["worker", "--config", config, "--id", "solo-1", "--http-port", String(port)], log: "worker.log")
         _ = try Self.waitHTTP(port, "/readyz", status: 200)
