@@ -142,9 +142,11 @@ expect_error("error_403", openai.PermissionDeniedError, 403,
 expect_error("error_404", openai.NotFoundError, 404, lambda: client.chat.completions.create(model="no-such-route", messages=msgs))
 expect_error("error_504", openai.InternalServerError, 504,
              lambda: client.chat.completions.create(model="sim/sim-1:first_ms=5000", messages=msgs, extra_body={"timeout_s": 0.5}))
-# 400 streamed: nothing went out yet, so the status is the error's own.
+# 400 streamed: nothing went out yet, so the status is the error's own. A client of its own: once, the pooled
+# connection the 504 above had used was found closed ("Connection error"), which max_retries=0 does not retry.
 expect_error("error_400_stream", openai.BadRequestError, 400,
-             lambda: list(client.chat.completions.create(model="fast", messages=[], stream=True)))
+             lambda: list(OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=60)
+                          .chat.completions.create(model="fast", messages=[], stream=True)))
 
 # 429: "slow-key" may run one request at once across gateways.
 slow = OpenAI(base_url=base + "/v1", api_key="slow-key", max_retries=0, timeout=60)
