@@ -151,17 +151,14 @@ public final class JobFetcher: Sendable {
     /// acknowledgement was lost (a failover took it), so running them again would end them twice.
     private func finishedAlready(_ jobs: [[UInt8]], _ c: RedisConnection) throws(LLMQError) -> [Bool] {
         let ids = jobs.map(JobParser.peekID)
-        for id in ids { if let id { try c.append(["XREVRANGE", keys.log(id), "+", "-", "COUNT", "1"]) } }
+        for id in ids { if let id { try c.append(LogTail.command(keys, id: id)) } }
         var out: [Bool] = []
         for id in ids {
             guard id != nil else {
                 out.append(false)
                 continue
             }
-            let fields = try c.reply().array?.first?.array?.last?.array
-            let line = fields.flatMap { f in f.count >= 2 ? f[1].bytes : nil }.flatMap { try? JSONValue.parse($0) }
-            let type = line?["type"]?.stringValue
-            out.append(type == "done" || type == "error")
+            out.append(LogTail.isTerminal(LogTail.line(try c.reply())))
         }
         return out
     }

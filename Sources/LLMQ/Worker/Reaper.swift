@@ -89,10 +89,9 @@ public struct Reaper: Sendable {
             return
         }
         let id = job.id
-        let last = try c.command(["XREVRANGE", keys.log(id), "+", "-", "COUNT", "1"]).array?.first?.array?.last?.array
-        let lastLine = last.flatMap { f in f.count >= 2 ? f[1].bytes : nil }.flatMap { try? JSONValue.parse($0) }
+        let lastLine = LogTail.line(try c.command(LogTail.command(keys, id: id)))
         let lastType = lastLine?["type"]?.stringValue
-        if lastType == "done" || lastType == "error" {
+        if LogTail.isTerminal(lastLine) {
             let n = held.acknowledge(into: &cmds)
             try run(cmds, count: n, c)
             logger.info("acknowledged a finished job a lost worker still held", metadata: ["request_id": "\(id)", "dead_worker": "\(held.worker)"])
