@@ -2,7 +2,8 @@ import Foundation
 
 /// Lua scripts for the writes that must happen exactly once even when a
 /// batch is sent again after a lost connection. Each touches keys of one hash
-/// tag only, so it runs unchanged on Redis Cluster.
+/// tag only, so it runs unchanged on Redis Cluster. In-flight lists are searched
+/// from the tail (`LREM … -1`), where the oldest jobs sit (see `HeldJob.acknowledge`).
 public enum Scripts {
     /// The terminal write of one run of a request: its last lines to the
     /// channel and the log, and the result. Skipped when the result already
@@ -26,7 +27,7 @@ public enum Scripts {
     /// possibly rewritten, only if it is still there (so a resend cannot push it twice).
     /// KEYS: in-flight list, queue. ARGV: job as held, job as put back.
     public static let requeue = """
-        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
           redis.call('RPUSH', KEYS[2], ARGV[2])
           return 1
         end
@@ -36,7 +37,7 @@ public enum Scripts {
     /// Moves a job from an in-flight list to the dead list, only if it is still there.
     /// KEYS: in-flight list, dead list. ARGV: job as held, dead-letter entry.
     public static let bury = """
-        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
           redis.call('LPUSH', KEYS[2], ARGV[2])
           return 1
         end
@@ -48,7 +49,7 @@ public enum Scripts {
     /// workers on hosts with skewed clocks agree. Returns ms until due, or -1 when the job was gone.
     /// KEYS: in-flight list, delayed set. ARGV: job as held, job as it will wait, delay ms, absolute due ms or "".
     public static let delay = """
-        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
+        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return -1 end
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local due = now + tonumber(ARGV[3])
@@ -205,7 +206,7 @@ public enum Scripts {
     /// delay the job as it waits, delay ms, absolute due ms or "".
     public static let fairLeave = """
         local op = ARGV[3]
-        if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+        if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
           if op == 'delay' then return -1 end
           return 0
         end

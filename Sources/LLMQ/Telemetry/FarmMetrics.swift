@@ -5,16 +5,12 @@ import CoreMetrics
 public enum FarmMetrics {
     public static func requestFinished(mode: Mode, provider: String, model: String, outcome: String,
                                        seconds: Double, ttft: Double?, promptTokens: Int?, completionTokens: Int?) {
-        let dims = [("mode", mode.rawValue), ("provider", provider), ("model", model)]
-        Counter(label: "llmq_requests_total", dimensions: dims + [("outcome", outcome)]).increment()
-        Timer(label: "llmq_request_duration_seconds", dimensions: [("mode", mode.rawValue), ("provider", provider)], preferredDisplayUnit: .seconds)
-            .recordNanoseconds(Int64(seconds * 1e9))
-        if let ttft {
-            Timer(label: "llmq_time_to_first_token_seconds", dimensions: [("mode", mode.rawValue), ("provider", provider)], preferredDisplayUnit: .seconds)
-                .recordNanoseconds(Int64(ttft * 1e9))
-        }
-        if let p = promptTokens, p > 0 { Counter(label: "llmq_tokens_in_total", dimensions: dims).increment(by: p) }
-        if let c = completionTokens, c > 0 { Counter(label: "llmq_tokens_out_total", dimensions: dims).increment(by: c) }
+        let h = RequestHandles.for(mode: mode, provider: provider, model: model, outcome: outcome)
+        h.requests.increment()
+        h.duration.recordNanoseconds(Int64(seconds * 1e9))
+        if let ttft { h.ttft.recordNanoseconds(Int64(ttft * 1e9)) }
+        if let p = promptTokens, p > 0 { h.tokensIn.increment(by: p) }
+        if let c = completionTokens, c > 0 { h.tokensOut.increment(by: c) }
     }
 
     public static func retry(mode: Mode, reason: String) {
@@ -55,8 +51,9 @@ public enum FarmMetrics {
 
     /// Jobs this worker holds and permits it has free, per mode.
     public static func permits(mode: Mode, inUse: Int, capacity: Int) {
-        Gauge(label: "llmq_inflight_jobs", dimensions: [("mode", mode.rawValue)]).record(inUse)
-        Gauge(label: "llmq_permits_free", dimensions: [("mode", mode.rawValue)]).record(capacity - inUse)
+        let h = PermitHandles.for(mode)
+        h.inUse.record(inUse)
+        h.free.record(capacity - inUse)
     }
 
     /// Pending and in-flight jobs of a mode across the farm, as seen in Redis.

@@ -36,7 +36,9 @@ public struct HeldJob: Sendable {
     /// Removes the job from the in-flight list: it ended and its terminal write went before.
     public func acknowledge(into buf: inout [UInt8]) -> Int {
         if let tenant { return fairLeave(.ack, tenant: tenant, destination: family.queue, args: [], into: &buf) }
-        RESP.appendCommand(["LREM", inflight, "1"], last: raw, to: &buf)
+        // From the tail: jobs enter at the head, so the oldest (the likeliest to end) sit at the tail,
+        // and a scan from the head would compare every newer job of a long in-flight list first.
+        RESP.appendCommand(["LREM", inflight, "-1"], last: raw, to: &buf)
         return 1
     }
 

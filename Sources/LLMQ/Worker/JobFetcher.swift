@@ -20,7 +20,7 @@ public final class JobFetcher: Sendable {
     let inflightKey: [UInt8]
     let url: RedisURL
     let permits: Permits
-    let deliver: @Sendable (HeldJob, UInt64, Bool) -> Void
+    let deliver: @Sendable (HeldJob, UInt64, CancelKeyAnswer) -> Void
     let worker: String
     let lease: Lease
     let keys: Keys
@@ -31,9 +31,10 @@ public final class JobFetcher: Sendable {
     /// Seconds BLMOVE waits before it checks whether to stop.
     static let blockSeconds = "0.5"
 
-    /// `deliver` gets each job with the lease epoch it was taken under and whether its cancel key was set.
+    /// `deliver` gets each job with the lease epoch it was taken under and whether its cancel key was set
+    /// (answered after the hand-over, see `CancelKeyAnswer`).
     public convenience init(mode: Mode, keys: Keys, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease, logger: Logger,
-                            deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
+                            deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelKey: CancelKeyAnswer) -> Void,
                             onExit: @escaping @Sendable () -> Void) {
         self.init(family: QueueFamily(mode: mode, shard: nil, keys: keys), fair: nil, worker: worker, url: url, permits: permits, held: held,
                   lease: lease, logger: logger, deliver: deliver, onExit: onExit)
@@ -41,7 +42,7 @@ public final class JobFetcher: Sendable {
 
     /// One fetcher of `family`; `fair` when the mode is `schedule: fair`.
     public init(family: QueueFamily, fair: FairSchedule?, worker: String, url: RedisURL, permits: Permits, held: HeldJobs, lease: Lease,
-                logger: Logger, deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelRequested: Bool) -> Void,
+                logger: Logger, deliver: @escaping @Sendable (_ job: HeldJob, _ epoch: UInt64, _ cancelKey: CancelKeyAnswer) -> Void,
                 onExit: @escaping @Sendable () -> Void) {
         self.family = family
         self.fair = fair
@@ -72,29 +73,48 @@ public final class JobFetcher: Sendable {
 
     private var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
-    /// Delivers fetched jobs, each with whether its cancel key is set (one pipelined round trip).
+    /// A delivered job whose cancel key is still to be read.
+    struct Unanswered {
+        let key: String
+        let answer: CancelKeyAnswer
+    }
+
+    /// Delivers fetched jobs at once; their cancel keys are read by the next `ask`.
     /// `tenants` holds each job's tenant bucket when a fair take counted it.
-    private func hand(over jobs: [[UInt8]], tenants: [String]? = nil, epoch: UInt64, _ c: RedisConnection) throws(LLMQError) {
-        let ids = jobs.map(JobParser.peekID)
-        var asked = 0
-        for id in ids {
-            guard let id else { continue }
-            try c.append(["EXISTS", keys.cancel(id)])
-            asked += 1
-        }
-        var flags: [Bool] = []
-        for _ in 0..<asked { flags.append(try c.reply().integer == 1) }
-        var k = 0
-        for (i, (job, id)) in zip(jobs, ids).enumerated() {
+    private func hand(over jobs: [[UInt8]], tenants: [String]? = nil, epoch: UInt64) -> [Unanswered] {
+        var asked: [Unanswered] = []
+        for (i, job) in jobs.enumerated() {
             held.add(job, family: family)
-            var cancelled = false
-            if id != nil {
-                cancelled = flags[k]
-                k += 1
+            var answer = Self.notCancelled
+            if let id = JobParser.peekID(job) {
+                answer = CancelKeyAnswer()
+                asked.append(Unanswered(key: keys.cancel(id), answer: answer))
             }
-            deliver(HeldJob(raw: job, family: family, worker: worker, tenant: tenants?[i]), epoch, cancelled)
+            deliver(HeldJob(raw: job, family: family, worker: worker, tenant: tenants?[i]), epoch, answer)
+        }
+        return asked
+    }
+
+    /// A job without a readable id is rejected before anything could cancel it.
+    private static let notCancelled = CancelKeyAnswer(false)
+
+    /// Reads the cancel keys of `asked` and, in the same round trip, sends `moves` LMOVEs; returns what each moved.
+    /// A broken connection answers "not set": a cancel then reaches the job only through `llmq:cancel`.
+    private func ask(_ asked: [Unanswered], moves: Int, _ c: RedisConnection) throws(LLMQError) -> [RedisReply] {
+        do {
+            for a in asked { try c.append(["EXISTS", a.key]) }
+            for _ in 0..<moves { try c.append(lmove) }
+            for a in asked { a.answer.resolve(try c.reply().integer == 1) }
+            var out: [RedisReply] = []
+            for _ in 0..<moves { out.append(try c.reply()) }
+            return out
+        } catch {
+            for a in asked { a.answer.resolve(false) }
+            throw error
         }
     }
+
+    private var lmove: [[UInt8]] { [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)] }
 
     /// Returns jobs fetched while the lease lapsed to the head of their queue, unchanged: they never ran.
     /// (The recovery after the lapse may have moved them already; the script moves each at most once.)
@@ -139,12 +159,7 @@ public final class JobFetcher: Sendable {
             }
             taken += 1
         }
-        do {
-            try hand(over: found, tenants: fair.map { _ in found.map(FairSchedule.bucket) }, epoch: epoch, c)
-        } catch {
-            permits.release(taken)
-            throw error
-        }
+        _ = try ask(hand(over: found, tenants: fair.map { _ in found.map(FairSchedule.bucket) }, epoch: epoch), moves: 0, c)
     }
 
     /// Which of `jobs` already have their terminal event in their log: they ended on this worker and only the
@@ -192,7 +207,7 @@ public final class JobFetcher: Sendable {
             }
             return (jobs, tenants)
         }
-        let lmove: [[UInt8]] = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
+        let lmove = self.lmove
         for _ in 0..<want { try c.append(lmove) }
         var jobs: [[UInt8]] = []
         for _ in 0..<want {
@@ -214,7 +229,6 @@ public final class JobFetcher: Sendable {
         var connection: RedisConnection?
         var backoff = 0.05
         let blmove: [[UInt8]] = [Array("BLMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8), Array(Self.blockSeconds.utf8)]
-        let lmove: [[UInt8]] = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
         // Set when a fetch failed midway: Redis may have moved a job whose reply never came.
         // Also at the start: whatever sits in the list by then was put there for this worker to run.
         var uncertain = true
@@ -254,8 +268,8 @@ public final class JobFetcher: Sendable {
                         permits.release(unreleased)
                         unreleased = 0
                     } else {
-                        try hand(over: jobs, tenants: tenants, epoch: epoch, connection!)
                         unreleased = 0
+                        _ = try ask(hand(over: jobs, tenants: tenants, epoch: epoch), moves: 0, connection!)
                     }
                 } catch {
                     permits.release(unreleased)
@@ -286,27 +300,33 @@ public final class JobFetcher: Sendable {
                     permits.release()
                     continue
                 }
-                try hand(over: [job], epoch: epoch, connection!)
                 unreleased = 0
-                // A backlog is drained in pipelined batches rather than one round trip per job.
+                var asked = hand(over: [job], epoch: epoch)
+                // A backlog is drained in pipelined batches rather than one round trip per job; each round trip
+                // also reads the cancel keys of the jobs the previous one delivered.
                 var extra = permits.tryAcquire(max: 32)
                 unreleased = extra
-                while extra > 0 && !isStopping && lease.admitsWork() {
-                    for _ in 0..<extra { try connection!.append(lmove) }
+                while true {
+                    let moves = extra > 0 && !isStopping && lease.admitsWork() ? extra : 0
+                    permits.release(extra - moves)
+                    unreleased = moves
+                    let replies = try ask(asked, moves: moves, connection!)
+                    asked = []
                     var got: [[UInt8]] = []
-                    for _ in 0..<extra {
-                        if case .string(let j) = try connection!.reply() { got.append(j) } else {
+                    for r in replies {
+                        if case .string(let j) = r { got.append(j) } else {
                             permits.release()
                             unreleased -= 1
                         }
                     }
+                    guard !got.isEmpty else { break }
                     if lease.epoch != epoch {
                         try putBack(got, connection!)
                         break
                     }
-                    try hand(over: got, epoch: epoch, connection!)
                     unreleased = 0
-                    extra = got.count == extra ? permits.tryAcquire(max: 32) : 0
+                    asked = hand(over: got, epoch: epoch)
+                    extra = got.count == moves ? permits.tryAcquire(max: 32) : 0
                     unreleased = extra
                 }
                 if unreleased > 0 {

@@ -104,14 +104,22 @@ public final class JobRunner: Sendable {
         let handle: JobHandle
         let targets: [ProviderRegistry.Target]
         let t0: UInt64
-        let log: Logger
+        let logger: Logger
         var target: ProviderRegistry.Target?
         var outcome: Outcome?
         var lastError: LLMQError?
+
+        /// The worker's logger with this job's id, made only when something is logged
+        /// (setting metadata on a stream log handler renders all of it again).
+        var log: Logger {
+            var l = logger
+            l[metadataKey: "request_id"] = "\(job.id)"
+            return l
+        }
     }
 
-    /// Runs one visit of a job this worker holds; `cancelRequested` says its cancel key was set when it was fetched.
-    public func run(_ held: HeldJob, epoch: UInt64, cancelRequested: Bool = false) async {
+    /// Runs one visit of a job this worker holds; `cancelKey` says whether its cancel key was set when it was fetched.
+    public func run(_ held: HeldJob, epoch: UInt64, cancelKey: CancelKeyAnswer = CancelKeyAnswer(false)) async {
         let t0 = Clock.nowNanos()
         let pickedAt = Clock.unixTime()
         let job: Job
@@ -121,29 +129,27 @@ public final class JobRunner: Sendable {
             await reject(held, rejection: error, epoch: epoch)
             return
         }
-        var log = logger
-        log[metadataKey: "request_id"] = "\(job.id)"
         let stream = RequestStream(
             writer: EventWriter(id: job.id, maxOutputBytes: settings.maxOutputBytes), keys: settings.keys, logTTL: settings.logTTL,
             fence: (lease, epoch))
         stream.trace = JobTrace.start(job: job, worker: settings.worker, pickedUp: t0)
         let handle = register(job.id, epoch: epoch)
         defer { unregister(job.id, handle) }
-        if cancelRequested { handle.cancel() }
 
         let targets: [ProviderRegistry.Target]
         do {
             targets = try registry.resolve(job.model)
         } catch {
-            let v = Visit(job: job, held: held, stream: stream, handle: handle, targets: [], t0: t0, log: log)
+            let v = Visit(job: job, held: held, stream: stream, handle: handle, targets: [], t0: t0, logger: logger)
             await fail(v, error, attempt: job.attempts + 1, deadLetter: true)
             return
         }
-        var visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, log: log)
+        var visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, logger: logger)
         var machine = JobLifecycle(.init(
             attemptsSpent: job.attempts, maxAttempts: job.maxAttempts ?? settings.maxAttempts, targets: targets.count,
             deadline: job.deadline, notBefore: job.notBefore, budgetEnd: job.timeoutS.map { pickedAt + $0 },
             retryBase: settings.retryBase, retryCap: settings.retryCap))
+        if await cancelKey.isSet { handle.cancel() }
         var action = machine.handle(.picked(now: pickedAt, cancelRequested: handle.isCancelled, cooling: await cooling(targets)))
         while true {
             if handle.isFenced { action = machine.handle(.leaseLost) }
@@ -195,7 +201,7 @@ public final class JobRunner: Sendable {
                 return
             case .abandon:
                 stream.trace?.finish(outcome: "fenced", attempt: machine.attempt, provider: nil, model: nil, firstOutputAt: nil)
-                log.warning("stopped a job without a write: this worker's lease lapsed, so the job is another's to recover")
+                visit.log.warning("stopped a job without a write: this worker's lease lapsed, so the job is another's to recover")
                 return
             case .none:
                 return
@@ -395,7 +401,7 @@ public final class JobRunner: Sendable {
     /// its WAIT are sent again (the terminal write's run token makes the repeat a no-op, or writes it
     /// to a new master that lacks it) and the job keeps its permit: a master without a replica stops
     /// the farm from finishing jobs rather than acknowledge jobs a failover could take back.
-    private func settle(_ epoch: UInt64, _ log: Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int,
+    private func settle(_ epoch: UInt64, _ log: @autoclosure () -> Logger, _ first: (inout [UInt8]) -> Int, then move: (inout [UInt8]) -> Int,
                         terminal: Bool = false) async {
         var a: [UInt8] = []
         let na = first(&a)
@@ -418,10 +424,10 @@ public final class JobRunner: Sendable {
                 }
                 tries += 1
                 if durable && step == 0 && tries == 1 {
-                    log.warning("no replica confirmed a terminal write yet; the job stays in flight until one does")
+                    log().warning("no replica confirmed a terminal write yet; the job stays in flight until one does")
                 }
                 guard tries < (durable && step == 0 ? 200 : 10) else {
-                    log.error("Redis keeps refusing a job's last writes; it stays in flight and is recovered when this worker restarts")
+                    log().error("Redis keeps refusing a job's last writes; it stays in flight and is recovered when this worker restarts")
                     return
                 }
                 try? await Task.sleep(for: .seconds(backoff))

@@ -56,19 +56,11 @@ public final class Worker: Service {
             registry: registry, engine: engine, publisher: publisher, lease: lease, promoter: promoter, labels: ModelLabels(config: config),
             logger: logger, engines: EngineGate.fromEnvironment(config: config))
 
-        let (jobs, jobsIn) = AsyncStream<(HeldJob, UInt64, Bool)>.makeStream()
         let permits = Dictionary(uniqueKeysWithValues: modes.map { ($0, Permits(config.modes[$0]!.concurrency)) })
         let families = config.allFamilies
         let running = Atomic<Int>(families.count)
         let heldJobs = HeldJobs()
         let fair = FairSchedule(config: config)
-        let fetchers = families.map { family in
-            JobFetcher(
-                family: family, fair: config.modes[family.mode]!.schedule == .fair ? fair : nil, worker: id, url: url,
-                permits: permits[family.mode]!, held: heldJobs, lease: lease, logger: logger,
-                deliver: { job, epoch, cancelled in jobsIn.yield((job, epoch, cancelled)) },
-                onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobsIn.finish() } })
-        }
         // Jobs running per mode, for the gauges and the heartbeat (a fetcher waiting in BLMOVE holds a permit but no job).
         let held = Mutex<[Mode: Int]>([:])
         let holding = { @Sendable (mode: Mode, change: Int) in
@@ -77,6 +69,23 @@ public final class Worker: Service {
                 return h[mode]!
             }
             FarmMetrics.permits(mode: mode, inUse: n, capacity: permits[mode]!.capacity)
+        }
+        let jobTasks = JobTasks()
+        let fetchers = families.map { family in
+            JobFetcher(
+                family: family, fair: config.modes[family.mode]!.schedule == .fair ? fair : nil, worker: id, url: url,
+                permits: permits[family.mode]!, held: heldJobs, lease: lease, logger: logger,
+                deliver: { job, epoch, cancelKey in
+                    let p = permits[job.mode]!
+                    holding(job.mode, 1)
+                    jobTasks.start {
+                        await runner.run(job, epoch: epoch, cancelKey: cancelKey)
+                        heldJobs.remove(job.raw, family: job.family)
+                        p.release()
+                        holding(job.mode, -1)
+                    }
+                },
+                onExit: { if running.subtract(1, ordering: .relaxed).newValue == 0 { jobTasks.close() } })
         }
         let drainTimeout = config.drainTimeoutS
         let drainTimer = Mutex<Task<Void, Never>?>(nil)
@@ -124,18 +133,7 @@ public final class Worker: Service {
             services.addTask { await watchdog.run() }
             for f in fetchers { services.addTask { await f.run() } }
             await withGracefulShutdownHandler {
-                await withDiscardingTaskGroup { group in
-                    for await (job, epoch, cancelled) in jobs {
-                        let p = permits[job.mode]!
-                        holding(job.mode, 1)
-                        group.addTask {
-                            await runner.run(job, epoch: epoch, cancelRequested: cancelled)
-                            heldJobs.remove(job.raw, family: job.family)
-                            p.release()
-                            holding(job.mode, -1)
-                        }
-                    }
-                }
+                await jobTasks.allEnded()
             } onGracefulShutdown: {
                 startDrain("signal")
             }
