@@ -74,6 +74,26 @@ import Testing
         #expect(env.log().components(separatedBy: "the supervisor (pid \(farm.pid)) is gone").count == 3, "\(env.log().suffix(2000))")
     }
 
+    @Test func aWorkerWhoseRedisIsGoneStillStopsWhenAsked() async throws {
+        let env = try TestEnvironment("hyg-noredis")
+        let config = try env.writeConfig(workers: 1, modes: ["chat": 2], routes: ["slow": ["sim/sim:tokens=400,delay_ms=50"]], drainTimeout: 2)
+        let events = try env.collector()
+        let worker = try env.start(["worker", "--config", config, "--id", "gone-1"], log: "worker.log")
+        let redis = try env.client()
+        try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: "g-1", model: "slow"))
+        try events.wait(what: "g-1 streaming") { ($0["g-1"]?.count ?? 0) >= 3 }
+
+        // Streaming into a Redis that is gone: the drain's 2 s pass, the job is cut, and its last writes
+        // can go nowhere. The worker gives them up (the job would stay in flight for the reaper) and exits.
+        env.redis.process.signal(SIGKILL)
+        worker.signal(SIGTERM)
+        let status = try await env.waitExit(worker, timeout: 60)
+        let log = env.log("worker.log")
+        #expect(ChildProcess.exitCode(status) == 0, "\(log.suffix(2000))")
+        #expect(log.contains("gave up on Redis"), "\(log.suffix(2000))")
+        #expect(log.contains("worker stopped"), "\(log.suffix(2000))")
+    }
+
     /// The folder of a farm's worker's `--metrics-file`.
     static func metricsFolder(of worker: pid_t) throws -> String {
         let args = ProcessTable.arguments(of: worker).split(separator: " ")

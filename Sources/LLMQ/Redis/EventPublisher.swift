@@ -32,8 +32,12 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var commands = 0
+    /// Commands the writer thread has finished with (sent, refused or dropped), for `abandon`'s log.
+    private var sentCommandsSnapshot = 0
     private var waiters: [Waiter] = []
     private var stopping = false
+    /// Set by `abandon`: nothing more is sent, and every `send` answers false.
+    private var abandoned = false
     private var bufferEpoch: UInt64 = 0
     /// Queued WAIT commands (see `send(_:replicas:timeoutMs:)`) by command number, with the replicas each needs.
     private var replicaWaits: [Int: Int] = [:]
@@ -89,6 +93,11 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
 
     private func enqueue(_ body: (inout [UInt8]) -> Int, waiter: CheckedContinuation<Bool, Never>) {
         condition.lock()
+        if abandoned {
+            condition.unlock()
+            waiter.resume(returning: false)
+            return
+        }
         let first = commands
         let wasEmpty = buffer.isEmpty
         let n = body(&buffer)
@@ -106,9 +115,38 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         condition.unlock()
     }
 
-    /// Sends what is queued, then stops the thread.
-    public func shutdown() async {
+    /// Whether `abandon` was called.
+    public var isAbandoned: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return abandoned
+    }
+
+    /// Gives up on Redis for good (a worker that must exit while Redis is unreachable): what is queued or
+    /// being retried is dropped and reported as refused, and every later `send` answers false at once.
+    /// Jobs whose writes are dropped stay in their in-flight lists for the reaper.
+    public func abandon() {
+        condition.lock()
+        let wasAbandoned = abandoned
+        abandoned = true
+        let dropped = commands - sentCommandsSnapshot
+        condition.broadcast()
+        condition.unlock()
+        if !wasAbandoned {
+            logger.error("gave up on Redis: unsent writes are dropped and their jobs stay in flight for the reaper", metadata: [
+                "commands": "\(dropped)",
+            ])
+        }
+    }
+
+    /// Sends what is queued, then stops the thread; gives up (see `abandon`) when that takes longer than `seconds`.
+    public func shutdown(within seconds: Double = 30) async {
+        let deadline = Task {
+            try? await Task.sleep(for: .seconds(seconds))
+            if !Task.isCancelled { self.abandon() }
+        }
         await send { _ in 0 }
+        deadline.cancel()
         stop()
     }
 
@@ -140,6 +178,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 condition.unlock()
                 return
             }
+            if abandoned { buffer.removeAll(keepingCapacity: true) }
             swap(&out, &buffer)
             let n = commands - sentCommands
             let total = commands
@@ -147,10 +186,13 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
             let epoch = bufferEpoch
             let waits = replicaWaits
             replicaWaits.removeAll()
+            let giveUp = abandoned
             condition.unlock()
 
             var refused: [Int] = []
-            if let lease, n > 0, !lease.holds(epoch) {
+            if giveUp {
+                refused = Array(first..<total)
+            } else if let lease, n > 0, !lease.holds(epoch) {
                 refused = Array(first..<total)
                 if !droppedLogged {
                     logger.warning("dropped writes made under a lapsed lease", metadata: ["commands": "\(n)"])
@@ -162,6 +204,9 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
             }
             out.removeAll(keepingCapacity: true)
             sentCommands = total
+            condition.lock()
+            sentCommandsSnapshot = total
+            condition.unlock()
 
             condition.lock()
             var ready: [(CheckedContinuation<Bool, Never>, Bool)] = []
@@ -180,6 +225,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
     private func deliver(_ out: [UInt8], count n: Int, first: Int, waits: [Int: Int], connection: inout RedisConnection?) -> [Int] {
         var backoff = 0.05
         while true {
+            if isAbandoned { return Array(first..<(first + n)) }
             do throws(LLMQError) {
                 if connection == nil {
                     connection = try RedisConnection(url)
@@ -221,7 +267,10 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 // which subscribers detect by seq, but never loses a terminal event.
                 logger.error("Redis write failed, retrying", metadata: ["error": "\(error.message)", "backoff_s": "\(backoff)"])
                 connection = nil
-                Thread.sleep(forTimeInterval: backoff)
+                let until = Date(timeIntervalSinceNow: backoff)
+                condition.lock()
+                while !abandoned && Date() < until { _ = condition.wait(until: until) }
+                condition.unlock()
                 backoff = min(backoff * 2, 2)
             }
         }

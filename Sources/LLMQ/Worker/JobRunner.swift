@@ -423,6 +423,7 @@ public final class JobRunner: Sendable {
                     break
                 }
                 tries += 1
+                if publisher.isAbandoned { return }
                 if durable && step == 0 && tries == 1 {
                     log().warning("no replica confirmed a terminal write yet; the job stays in flight until one does")
                 }

@@ -102,6 +102,9 @@ public final class Worker: Service {
                     if !Task.isCancelled {
                         logger.warning("drain timeout reached; putting unfinished jobs back on their queues")
                         runner.abortAll()
+                        // Jobs that still cannot write their ends meet an unreachable Redis: stop waiting for it.
+                        try? await Task.sleep(for: .seconds(Self.redisPatienceS))
+                        if !Task.isCancelled { publisher.abandon() }
                     }
                 }
             }
@@ -146,9 +149,12 @@ public final class Worker: Service {
         }
         drainTimer.withLock { $0?.cancel() }
         await engine.shutdown()
-        await publisher.shutdown()
+        await publisher.shutdown(within: Self.redisPatienceS)
         logger.info("worker stopped")
     }
+
+    /// How long a stopping worker waits for an unreachable Redis before it exits without its last writes.
+    static let redisPatienceS = 10.0
 
     func reaper() -> Reaper {
         Reaper(keys: keys, url: url, me: id, defaultMaxAttempts: config.maxAttempts,
