@@ -1,5 +1,6 @@
 #include "CCurlShim.h"
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -56,3 +57,5 @@ void llmq_eventfd_drain(int fd) {
     ssize_t r = read(fd, &v, sizeof v);
     (void)r;
 }
+
+int llmq_malloc_top_pad(int bytes) { return mallopt(M_TOP_PAD, bytes); }

@@ -21,6 +21,10 @@ typedef int (*llmq_timer_cb)(CURLM *multi, long timeout_ms, void *userp);
 CURLMcode llmq_multi_setopt_socket(CURLM *m, llmq_socket_cb cb);
 CURLMcode llmq_multi_setopt_timer(CURLM *m, llmq_timer_cb cb);
 
+/* mallopt(M_TOP_PAD, bytes): how much more than asked malloc takes when it grows a heap
+   (Swift's Glibc module does not export malloc.h). Returns mallopt's 1 on success. */
+int llmq_malloc_top_pad(int bytes);
+
 /* epoll and eventfd for the engine's socket loop (Swift's Glibc module has neither, and
    struct epoll_event is packed). Interest and readiness bits: 1 readable, 2 writable, 4 error. */
 int llmq_epoll_create(void);

@@ -96,8 +96,9 @@ public final class JobRunner: Sendable {
 
     // MARK: one visit
 
-    /// Everything one visit needs to carry out actions.
-    struct Visit {
+    /// Everything one visit needs to carry out actions. A class: every async step of the visit keeps
+    /// what it uses in its task's frame, where a reference is 8 bytes and this is about 700.
+    final class Visit {
         let job: Job
         let held: HeldJob
         let stream: RequestStream
@@ -108,6 +109,16 @@ public final class JobRunner: Sendable {
         var target: ProviderRegistry.Target?
         var outcome: Outcome?
         var lastError: LLMQError?
+
+        init(job: Job, held: HeldJob, stream: RequestStream, handle: JobHandle, targets: [ProviderRegistry.Target], t0: UInt64, logger: Logger) {
+            self.job = job
+            self.held = held
+            self.stream = stream
+            self.handle = handle
+            self.targets = targets
+            self.t0 = t0
+            self.logger = logger
+        }
 
         /// The worker's logger with this job's id, made only when something is logged
         /// (setting metadata on a stream log handler renders all of it again).
@@ -144,10 +155,10 @@ public final class JobRunner: Sendable {
             await fail(v, error, attempt: job.attempts + 1, deadLetter: true)
             return
         }
-        var visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, logger: logger)
+        let visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, logger: logger)
         var machine = JobLifecycle(.init(
-            attemptsSpent: job.attempts, maxAttempts: job.maxAttempts ?? settings.maxAttempts, targets: targets.count,
-            deadline: job.deadline, notBefore: job.notBefore, budgetEnd: job.timeoutS.map { pickedAt + $0 },
+            attemptsSpent: visit.job.attempts, maxAttempts: visit.job.maxAttempts ?? settings.maxAttempts, targets: targets.count,
+            deadline: visit.job.deadline, notBefore: visit.job.notBefore, budgetEnd: visit.job.timeoutS.map { pickedAt + $0 },
             retryBase: settings.retryBase, retryCap: settings.retryCap))
         if await cancelKey.isSet { handle.cancel() }
         var action = machine.handle(.picked(now: pickedAt, cancelRequested: handle.isCancelled, cooling: await cooling(targets)))
@@ -160,15 +171,15 @@ public final class JobRunner: Sendable {
                     continue
                 }
                 if handle.isDrained {
-                    action = machine.handle(.drained(outputSent: stream.writer.outputSent))
+                    action = machine.handle(.drained(outputSent: visit.stream.writer.outputSent))
                     continue
                 }
                 let target = targets[index]
                 if let previous = visit.target, visit.lastError != nil, previous.provider.name != target.provider.name || previous.model != target.model {
-                    FarmMetrics.fallback(mode: job.mode, provider: previous.provider.name)
+                    FarmMetrics.fallback(mode: visit.job.mode, provider: previous.provider.name)
                 }
                 visit.target = target
-                let call = await self.call(visit, target: target, attempt: attempt, budgetEnd: job.timeoutS.map { pickedAt + $0 })
+                let call = await self.call(visit, target: target, attempt: attempt, budgetEnd: visit.job.timeoutS.map { pickedAt + $0 })
                 switch call {
                 case .succeeded(let outcome):
                     visit.outcome = outcome
@@ -176,7 +187,7 @@ public final class JobRunner: Sendable {
                 case .failed(let error):
                     visit.lastError = error
                     action = machine.handle(.callEnded(
-                        .failed(error, outputSent: stream.writer.outputSent), now: Clock.unixTime(), cooling: await cooling(targets),
+                        .failed(error, outputSent: visit.stream.writer.outputSent), now: Clock.unixTime(), cooling: await cooling(targets),
                         jitter: Double.random(in: 0...1)))
                 case .interrupted:
                     if handle.isFenced {
@@ -184,7 +195,7 @@ public final class JobRunner: Sendable {
                     } else if handle.isCancelled {
                         action = machine.handle(.cancelled)
                     } else {
-                        action = machine.handle(.drained(outputSent: stream.writer.outputSent))
+                        action = machine.handle(.drained(outputSent: visit.stream.writer.outputSent))
                     }
                 }
             case .wait(let wait):
@@ -200,7 +211,7 @@ public final class JobRunner: Sendable {
                 await fail(visit, error, attempt: attempt, deadLetter: deadLetter)
                 return
             case .abandon:
-                stream.trace?.finish(outcome: "fenced", attempt: machine.attempt, provider: nil, model: nil, firstOutputAt: nil)
+                visit.stream.trace?.finish(outcome: "fenced", attempt: machine.attempt, provider: nil, model: nil, firstOutputAt: nil)
                 visit.log.warning("stopped a job without a write: this worker's lease lapsed, so the job is another's to recover")
                 return
             case .none:
