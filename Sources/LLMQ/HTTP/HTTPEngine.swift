@@ -86,10 +86,23 @@ public final class HTTPEngine: Sendable {
             states.deallocate()
         }
         var completed: [Transfer] = []
+        // Submitted transfers not yet handed to libcurl, oldest first from `backlogHead`.
+        var backlog: [Transfer] = []
+        var backlogHead = 0
         while true {
-            let (submitted, aborts, stopping) = inbox.withLock { box in
+            let (new, aborts, stopping) = inbox.withLock { box in
                 defer { box.submitted.removeAll(keepingCapacity: true); box.aborts.removeAll() }
                 return (box.submitted, box.aborts, box.stopping)
+            }
+            backlog.append(contentsOf: new)
+            // A burst of new transfers is admitted a few per round: each starts a connection, and a round
+            // that started thousands kept every open stream's tokens waiting for as long (seconds at 10,000).
+            let admitted = backlog[backlogHead..<min(backlog.count, backlogHead + Self.admittedPerRound)]
+            backlogHead += admitted.count
+            let submitted = Array(admitted)
+            if backlogHead == backlog.count {
+                backlog.removeAll(keepingCapacity: true)
+                backlogHead = 0
             }
             for t in submitted {
                 if let reason = t.token.abortReason.withLock({ $0 }) {
@@ -109,11 +122,11 @@ public final class HTTPEngine: Sendable {
                 t.result.aborted = reason
                 completed.append(t)
             }
-            if stopping && active.isEmpty && completed.isEmpty { break }
+            if stopping && active.isEmpty && completed.isEmpty && backlog.isEmpty { break }
 
             let now = Clock.nowNanos()
             var timeout: Int32 = 100
-            if !completed.isEmpty || !submitted.isEmpty || !state.dirty.isEmpty {
+            if !completed.isEmpty || !submitted.isEmpty || !backlog.isEmpty || !state.dirty.isEmpty {
                 timeout = 0
             } else if let due = state.timerDue {
                 timeout = due <= now ? 0 : Int32(min(100, (due - now + 999_999) / 1_000_000))
@@ -169,6 +182,9 @@ public final class HTTPEngine: Sendable {
         }
         c?.resume()
     }
+
+    /// New transfers handed to libcurl per round of the engine's loop.
+    static let admittedPerRound = 32
 
     /// Hands the output of this round to the sink in one batch: transfers that produced
     /// lines (marked as they did), then those that ended.

@@ -105,18 +105,22 @@ public final class JobRunner: Sendable {
         let handle: JobHandle
         let targets: [ProviderRegistry.Target]
         let t0: UInt64
+        /// When the job was taken, Unix seconds.
+        let pickedAt: Double
         let logger: Logger
         var target: ProviderRegistry.Target?
         var outcome: Outcome?
         var lastError: LLMQError?
 
-        init(job: Job, held: HeldJob, stream: RequestStream, handle: JobHandle, targets: [ProviderRegistry.Target], t0: UInt64, logger: Logger) {
+        init(job: Job, held: HeldJob, stream: RequestStream, handle: JobHandle, targets: [ProviderRegistry.Target], t0: UInt64,
+             pickedAt: Double, logger: Logger) {
             self.job = job
             self.held = held
             self.stream = stream
             self.handle = handle
             self.targets = targets
             self.t0 = t0
+            self.pickedAt = pickedAt
             self.logger = logger
         }
 
@@ -130,7 +134,19 @@ public final class JobRunner: Sendable {
     }
 
     /// Runs one visit of a job this worker holds; `cancelKey` says whether its cancel key was set when it was fetched.
+    ///
+    /// A streaming job's task holds the async frames of `run`, `drive`, `call` and the engine's `perform` for as
+    /// long as it streams, so each keeps only references across its awaits, and the steps before and after
+    /// (`start`, `prepare`, `conclude`, the endings) run in frames of their own that are gone by then.
     public func run(_ held: HeldJob, epoch: UInt64, cancelKey: CancelKeyAnswer = CancelKeyAnswer(false)) async {
+        guard let visit = await start(held, epoch: epoch) else { return }
+        defer { unregister(visit.job.id, visit.handle) }
+        await drive(visit, cancelKey: cancelKey)
+    }
+
+    /// Parses and registers the job; nil when the visit ended already (a rejected job, an unknown model).
+    @inline(never)
+    private func start(_ held: HeldJob, epoch: UInt64) async -> Visit? {
         let t0 = Clock.nowNanos()
         let pickedAt = Clock.unixTime()
         let job: Job
@@ -138,24 +154,31 @@ public final class JobRunner: Sendable {
             job = try parser.parse(held.raw, mode: held.mode)
         } catch {
             await reject(held, rejection: error, epoch: epoch)
-            return
+            return nil
         }
         let stream = RequestStream(
             writer: EventWriter(id: job.id, maxOutputBytes: settings.maxOutputBytes), keys: settings.keys, logTTL: settings.logTTL,
             fence: (lease, epoch))
         stream.trace = JobTrace.start(job: job, worker: settings.worker, pickedUp: t0)
         let handle = register(job.id, epoch: epoch)
-        defer { unregister(job.id, handle) }
-
         let targets: [ProviderRegistry.Target]
         do {
             targets = try registry.resolve(job.model)
         } catch {
-            let v = Visit(job: job, held: held, stream: stream, handle: handle, targets: [], t0: t0, logger: logger)
+            let v = Visit(job: job, held: held, stream: stream, handle: handle, targets: [], t0: t0, pickedAt: pickedAt, logger: logger)
             await fail(v, error, attempt: job.attempts + 1, deadLetter: true)
-            return
+            unregister(job.id, handle)
+            return nil
         }
-        let visit = Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, logger: logger)
+        return Visit(job: job, held: held, stream: stream, handle: handle, targets: targets, t0: t0, pickedAt: pickedAt, logger: logger)
+    }
+
+    /// Takes the visit through its lifecycle: calls, and the ending the lifecycle decides.
+    @inline(never)
+    private func drive(_ visit: Visit, cancelKey: CancelKeyAnswer) async {
+        let handle = visit.handle
+        let targets = visit.targets
+        let pickedAt = visit.pickedAt
         var machine = JobLifecycle(.init(
             attemptsSpent: visit.job.attempts, maxAttempts: visit.job.maxAttempts ?? settings.maxAttempts, targets: targets.count,
             deadline: visit.job.deadline, notBefore: visit.job.notBefore, budgetEnd: visit.job.timeoutS.map { pickedAt + $0 },
@@ -233,19 +256,69 @@ public final class JobRunner: Sendable {
         case interrupted
     }
 
-    /// One call to one target.
+    /// What one call to one target holds while its transfer runs. A class, so the task of a streaming job
+    /// keeps a reference in its async frame rather than every value the call needs before and after.
+    final class Attempt {
+        let target: ProviderRegistry.Target
+        let number: Int
+        let remaining: Double?
+        let request: HTTPRequest
+        let decoder: ResponseDecoder
+        /// Embed jobs with a cache: the inputs Redis did not hold, and the writer their vectors go to first.
+        let batch: EmbeddingBatch?
+        let scratch: EventWriter?
+        let token = TransferToken()
+        var span: JobTrace.ProviderCall?
+
+        init(target: ProviderRegistry.Target, number: Int, remaining: Double?, request: HTTPRequest, decoder: ResponseDecoder,
+             batch: EmbeddingBatch?, scratch: EventWriter?) {
+            self.target = target
+            self.number = number
+            self.remaining = remaining
+            self.request = request
+            self.decoder = decoder
+            self.batch = batch
+            self.scratch = scratch
+        }
+    }
+
+    enum Prepared {
+        case ready(Attempt)
+        case ended(CallResult)
+    }
+
+    /// One call to one target. Its frame stays small on purpose (it lives as long as the stream):
+    /// `prepare` and `conclude` do the work before and after the transfer.
     private func call(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) async -> CallResult {
+        let name = target.provider.name
+        if let engines {
+            if let down = engines.unavailable(name) { return .failed(down) }
+            engines.noteUse(name)
+        }
+        defer { engines?.noteUse(name) }
+        let a: Attempt
+        switch await prepare(v, target: target, attempt: attempt, budgetEnd: budgetEnd) {
+        case .ready(let ready): a = ready
+        case .ended(let result): return result
+        }
+        let permit = await registry.limiter.acquire(name)  // max_concurrency per provider
+        defer { if permit { registry.limiter.release(name) } }
+        guard v.handle.begin(a.token) else { return .interrupted }
+        a.span = v.stream.trace?.providerCall(provider: name, model: target.model, attempt: attempt)
+        let result = await engine.perform(a.request, decoder: a.decoder, output: v.stream, token: a.token)
+        v.handle.end()
+        return await conclude(v, a, result)
+    }
+
+    /// Everything before the transfer: the budget, the start line, the embedding cache, the request.
+    @inline(never)
+    private func prepare(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) async -> Prepared {
         let writer = v.stream.writer
         let provider = target.provider
-        if let engines {
-            if let down = engines.unavailable(provider.name) { return .failed(down) }
-            engines.noteUse(provider.name)
-        }
-        defer { engines?.noteUse(provider.name) }
         var remaining: Double?
         if let budgetEnd {
             remaining = budgetEnd - Clock.unixTime()
-            guard remaining! > 0 else { return .failed(LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out")) }
+            guard remaining! > 0 else { return .ended(.failed(LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out"))) }
         }
         writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: v.job.metadata)
         // Embed jobs of a cached route or provider send only the inputs Redis does not hold; the decoder then writes
@@ -255,10 +328,10 @@ public final class JobRunner: Sendable {
             batch = await EmbeddingBatch.lookUp(v.job, provider: provider.endpoint, model: target.model, scope: scope, cache: registry.embedCache)
             if let batch, batch.misses.isEmpty {
                 _ = await batch.finish(scratch: nil, into: writer)
-                return .succeeded(Outcome(
+                return .ended(.succeeded(Outcome(
                     finishReason: "stop", usage: Usage(promptTokens: 0, completionTokens: 0),
                     ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) }, durationMs: Clock.millis(since: v.t0),
-                    metadata: v.job.metadata))
+                    metadata: v.job.metadata)))
             }
         }
         let job = batch?.upstreamJob(v.job) ?? v.job
@@ -267,21 +340,24 @@ public final class JobRunner: Sendable {
         do {
             request = try provider.makeRequest(job: job, model: target.model, timeout: remaining)
         } catch {
-            return .failed(error)
+            return .ended(.failed(error))
         }
-        let decoder = provider.makeDecoder(job: job, writer: scratch ?? writer)
-        let permit = await registry.limiter.acquire(provider.name)  // max_concurrency per provider
-        defer { if permit { registry.limiter.release(provider.name) } }
-        let token = TransferToken()
-        guard v.handle.begin(token) else { return .interrupted }
-        let span = v.stream.trace?.providerCall(provider: provider.name, model: target.model, attempt: attempt)
-        let result = await engine.perform(request, decoder: decoder, output: v.stream, token: token)
-        v.handle.end()
-        v.stream.trace?.endProviderCall(span, result: result, decoderFailure: decoder.failure, complete: decoder.complete, firstOutputAt: writer.firstOutputAt)
+        return .ready(Attempt(
+            target: target, number: attempt, remaining: remaining, request: request,
+            decoder: provider.makeDecoder(job: job, writer: scratch ?? writer), batch: batch, scratch: scratch))
+    }
+
+    /// Everything after the transfer: what its result means for the job and the provider.
+    @inline(never)
+    private func conclude(_ v: Visit, _ a: Attempt, _ result: HTTPResult) async -> CallResult {
+        let writer = v.stream.writer
+        let provider = a.target.provider
+        let decoder = a.decoder
+        v.stream.trace?.endProviderCall(a.span, result: result, decoderFailure: decoder.failure, complete: decoder.complete, firstOutputAt: writer.firstOutputAt)
 
         if result.completed && result.isHTTPSuccess && decoder.failure == nil && decoder.complete {
             registry.cooldowns.record(provider.name, error: nil)
-            if let batch, let failure = await batch.finish(scratch: scratch, into: writer) { return .failed(failure) }
+            if let batch = a.batch, let failure = await batch.finish(scratch: a.scratch, into: writer) { return .failed(failure) }
             return .succeeded(Outcome(
                 finishReason: decoder.finishReason ?? "stop", usage: decoder.usage,
                 ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) },
@@ -292,13 +368,13 @@ public final class JobRunner: Sendable {
         default: break
         }
         var error = decoder.failure ?? provider.error(for: result)
-        if let remaining, result.transportFailure == .timedOut, remaining < provider.config.timeoutS {
+        if let remaining = a.remaining, result.transportFailure == .timedOut, remaining < provider.config.timeoutS {
             error = LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out", retryable: false)
         }
         // Running out of descriptors here says nothing about the provider's health.
         if result.transportFailure != .localResource { registry.cooldowns.record(provider.name, error: error) }
         v.log.warning("upstream call failed", metadata: [
-            "provider": "\(provider.name)", "model": "\(registry.redact(target.model))", "attempt": "\(attempt)",
+            "provider": "\(provider.name)", "model": "\(registry.redact(a.target.model))", "attempt": "\(a.number)",
             "code": "\(error.code)", "error": "\(registry.redact(error.message))",
         ])
         return .failed(error)
