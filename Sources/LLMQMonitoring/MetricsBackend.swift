@@ -8,6 +8,8 @@ import Prometheus
 public enum MetricsBackend {
     /// Request latency runs from well under a second (embeddings) to minutes (long answers).
     public static let durationBuckets: [Duration] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300].map { .milliseconds(Int64($0 * 1000)) }
+    /// What a worker adds between Redis and the provider: tens of microseconds idle, milliseconds in a burst.
+    public static let dispatchBuckets: [Duration] = [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000].map { .microseconds($0) }
     public static let firstTokenBuckets: [Duration] = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30].map { .milliseconds(Int64($0 * 1000)) }
 
     /// A factory to pass to `MetricsSystem.bootstrap` (the executable does, once per process).
@@ -17,6 +19,7 @@ public enum MetricsBackend {
         f.durationHistogramBuckets = [
             "llmq_request_duration_seconds": durationBuckets,
             "llmq_time_to_first_token_seconds": firstTokenBuckets,
+            "llmq_dispatch_seconds": dispatchBuckets,
         ]
         return f
     }

@@ -160,6 +160,7 @@ import Testing
         #expect(s.sum("llmq_request_duration_seconds_count", ["mode": "chat"]) == 15, "12 done, unknown_model, rate_limited, cancelled")
         #expect(s.sum("llmq_request_duration_seconds_count", ["mode": "embed"]) == 1)
         #expect(s.sum("llmq_time_to_first_token_seconds_count", ["mode": "chat"]) == 12)
+        #expect((s.sum("llmq_dispatch_seconds_count", ["mode": "chat"]) ?? 0) >= 12, "each job that reached a provider counts its dispatch")
         #expect((s.sum("llmq_request_duration_seconds_sum", ["mode": "chat"]) ?? 0) >= 7 * 60 * 0.08 * 0.9, "slow jobs take ~4.8 s each")
         #expect(s.sum("llmq_request_duration_seconds_bucket", ["mode": "chat", "le": "+Inf"]) == 15)
         #expect(s.sum("llmq_retries_total", ["mode": "chat"]) == 1)

@@ -50,9 +50,12 @@ public final class HTTPEngine: Sendable {
         }
     }
 
-    /// Runs one request; `decoder` sees the body of a 2xx answer as it arrives.
-    public func perform(_ request: HTTPRequest, decoder: StreamDecoder, output: PendingOutput?, token: TransferToken = TransferToken()) async -> HTTPResult {
+    /// Runs one request; `decoder` sees the body of a 2xx answer as it arrives. `admitted` is called on the
+    /// engine's thread, with the `Clock` time, when the request is handed to libcurl.
+    public func perform(_ request: HTTPRequest, decoder: StreamDecoder, output: PendingOutput?, token: TransferToken = TransferToken(),
+                        admitted: (@Sendable (UInt64) -> Void)? = nil) async -> HTTPResult {
         let transfer = Transfer(request: request, decoder: decoder, output: output, token: token)
+        transfer.admitted = admitted
         return await withCheckedContinuation { c in
             transfer.continuation = c
             let first = inbox.withLock { box -> Bool in
@@ -116,6 +119,7 @@ public final class HTTPEngine: Sendable {
                 // Lines written before the call (its start event) go out with this round.
                 t.markOutput()
                 curl_multi_add_handle(multi.handle, e.handle)
+                t.admitted?(Clock.nowNanos())
             }
             for (token, reason) in aborts {
                 guard let t = active.removeValue(forKey: ObjectIdentifier(token)) else { continue }

@@ -13,6 +13,7 @@ final class Transfer: @unchecked Sendable {
     let output: PendingOutput?
     let token: TransferToken
     var continuation: CheckedContinuation<HTTPResult, Never>?
+    var admitted: (@Sendable (UInt64) -> Void)?
     var easy: CurlEasy?
     var result = HTTPResult()
     var lastDataAt: UInt64 = 0

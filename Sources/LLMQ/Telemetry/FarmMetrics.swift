@@ -13,6 +13,11 @@ public enum FarmMetrics {
         if let c = completionTokens, c > 0 { h.tokensOut.increment(by: c) }
     }
 
+    /// A job's first request reached the HTTP engine's libcurl, `seconds` after the job left Redis.
+    public static func dispatched(mode: Mode, seconds: Double) {
+        DispatchHandles.for(mode).recordNanoseconds(Int64(seconds * 1e9))
+    }
+
     public static func retry(mode: Mode, reason: String) {
         Counter(label: "llmq_retries_total", dimensions: [("mode", mode.rawValue), ("reason", reason)]).increment()
     }

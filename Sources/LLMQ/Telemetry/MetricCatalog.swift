@@ -18,6 +18,8 @@ public enum MetricCatalog {
               help: "Time from pick-up to the terminal event."),
         .init(name: "llmq_time_to_first_token_seconds", type: "histogram", labels: ["mode", "provider"],
               help: "Time from pick-up to the first output sent to subscribers."),
+        .init(name: "llmq_dispatch_seconds", type: "histogram", labels: ["mode"],
+              help: "Time from a job leaving Redis to its first request being handed to libcurl: what this worker adds before the provider."),
         .init(name: "llmq_tokens_in_total", type: "counter", labels: ["mode", "provider", "model"],
               help: "Prompt tokens reported by providers."),
         .init(name: "llmq_tokens_out_total", type: "counter", labels: ["mode", "provider", "model"],

@@ -37,6 +37,17 @@ struct RequestHandles: Sendable {
     }
 }
 
+enum DispatchHandles {
+    private static let made = Mutex<[Mode: Timer]>([:])
+
+    static func `for`(_ mode: Mode) -> Timer {
+        if let h = made.withLock({ $0[mode] }) { return h }
+        let h = Timer(label: "llmq_dispatch_seconds", dimensions: [("mode", mode.rawValue)], preferredDisplayUnit: .seconds)
+        made.withLock { $0[mode] = h }
+        return h
+    }
+}
+
 struct PermitHandles: Sendable {
     let inUse: Gauge
     let free: Gauge

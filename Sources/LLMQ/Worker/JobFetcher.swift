@@ -83,6 +83,7 @@ public final class JobFetcher: Sendable {
     /// `tenants` holds each job's tenant bucket when a fair take counted it.
     private func hand(over jobs: [[UInt8]], tenants: [String]? = nil, epoch: UInt64) -> [Unanswered] {
         var asked: [Unanswered] = []
+        let now = Clock.nowNanos()
         for (i, job) in jobs.enumerated() {
             held.add(job, family: family)
             var answer = Self.notCancelled
@@ -90,7 +91,9 @@ public final class JobFetcher: Sendable {
                 answer = CancelKeyAnswer()
                 asked.append(Unanswered(key: keys.cancel(id), answer: answer))
             }
-            deliver(HeldJob(raw: job, family: family, worker: worker, tenant: tenants?[i]), epoch, answer)
+            var h = HeldJob(raw: job, family: family, worker: worker, tenant: tenants?[i])
+            h.fetchedAt = now
+            deliver(h, epoch, answer)
         }
         return asked
     }

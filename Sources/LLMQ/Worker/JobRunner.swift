@@ -111,6 +111,8 @@ public final class JobRunner: Sendable {
         var target: ProviderRegistry.Target?
         var outcome: Outcome?
         var lastError: LLMQError?
+        /// Whether a request of this visit reached the HTTP engine yet (only the first counts as dispatch).
+        var dispatched = false
 
         init(job: Job, held: HeldJob, stream: RequestStream, handle: JobHandle, targets: [ProviderRegistry.Target], t0: UInt64,
              pickedAt: Double, logger: Logger) {
@@ -305,7 +307,13 @@ public final class JobRunner: Sendable {
         defer { if permit { registry.limiter.release(name) } }
         guard v.handle.begin(a.token) else { return .interrupted }
         a.span = v.stream.trace?.providerCall(provider: name, model: target.model, attempt: attempt)
-        let result = await engine.perform(a.request, decoder: a.decoder, output: v.stream, token: a.token)
+        var admitted: (@Sendable (UInt64) -> Void)?
+        if !v.dispatched, v.held.fetchedAt > 0 {
+            let (mode, fetched) = (v.job.mode, v.held.fetchedAt)
+            admitted = { at in FarmMetrics.dispatched(mode: mode, seconds: Double(at &- fetched) / 1e9) }
+        }
+        v.dispatched = true
+        let result = await engine.perform(a.request, decoder: a.decoder, output: v.stream, token: a.token, admitted: admitted)
         v.handle.end()
         return await conclude(v, a, result)
     }
