@@ -18,6 +18,8 @@ public final class JobFetcher: Sendable {
     let fair: FairSchedule?
     let queueKey: [UInt8]
     let inflightKey: [UInt8]
+    /// `LMOVE queue in-flight RIGHT LEFT`, the non-blocking take.
+    let lmove: [[UInt8]]
     let url: RedisURL
     let permits: Permits
     let deliver: @Sendable (HeldJob, UInt64, CancelKeyAnswer) -> Void
@@ -51,6 +53,7 @@ public final class JobFetcher: Sendable {
         self.lease = lease
         queueKey = Array(family.queue.utf8)
         inflightKey = Array(family.inflight(worker: worker).utf8)
+        lmove = [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)]
         self.url = url
         self.keys = keys
         self.held = held
@@ -117,7 +120,6 @@ public final class JobFetcher: Sendable {
         }
     }
 
-    private var lmove: [[UInt8]] { [Array("LMOVE".utf8), queueKey, inflightKey, Array("RIGHT".utf8), Array("LEFT".utf8)] }
 
     /// Returns jobs fetched while the lease lapsed to the head of their queue, unchanged: they never ran.
     /// (The recovery after the lapse may have moved them already; the script moves each at most once.)
@@ -210,7 +212,6 @@ public final class JobFetcher: Sendable {
             }
             return (jobs, tenants)
         }
-        let lmove = self.lmove
         for _ in 0..<want { try c.append(lmove) }
         var jobs: [[UInt8]] = []
         for _ in 0..<want {
