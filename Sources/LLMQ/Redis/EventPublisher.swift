@@ -32,8 +32,8 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var commands = 0
-    /// Commands the writer thread has finished with (sent, refused or dropped), for `abandon`'s log.
-    private var sentCommandsSnapshot = 0
+    /// Commands the writer thread has finished with (sent, refused or dropped).
+    private var sentCommands = 0
     private var waiters: [Waiter] = []
     private var stopping = false
     /// Set by `abandon`: nothing more is sent, and every `send` answers false.
@@ -129,7 +129,7 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         condition.lock()
         let wasAbandoned = abandoned
         abandoned = true
-        let dropped = commands - sentCommandsSnapshot
+        let dropped = commands - sentCommands
         condition.broadcast()
         condition.unlock()
         if !wasAbandoned {
@@ -169,7 +169,6 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
         var connection: RedisConnection? = initial
         var out: [UInt8] = []
         out.reserveCapacity(1 << 16)
-        var sentCommands = 0
         var droppedLogged = false
         while true {
             condition.lock()
@@ -178,7 +177,6 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 condition.unlock()
                 return
             }
-            if abandoned { buffer.removeAll(keepingCapacity: true) }
             swap(&out, &buffer)
             let n = commands - sentCommands
             let total = commands
@@ -203,12 +201,9 @@ public final class EventPublisher: OutputSink, @unchecked Sendable {  // all mut
                 refused = deliver(out, count: n, first: first, waits: waits, connection: &connection)
             }
             out.removeAll(keepingCapacity: true)
-            sentCommands = total
-            condition.lock()
-            sentCommandsSnapshot = total
-            condition.unlock()
 
             condition.lock()
+            sentCommands = total
             var ready: [(CheckedContinuation<Bool, Never>, Bool)] = []
             waiters.removeAll { w in
                 guard w.end <= total else { return false }

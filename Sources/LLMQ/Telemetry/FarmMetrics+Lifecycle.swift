@@ -21,7 +21,7 @@ extension FarmMetrics {
         for m in modes {
             Counter(label: "llmq_delayed_total", dimensions: [("mode", m.rawValue), ("reason", "retry")]).increment(by: 0)
             Counter(label: "llmq_promoted_total", dimensions: [("mode", m.rawValue)]).increment(by: 0)
-            _ = DispatchHandles.for(m)
+            _ = DispatchHandles.cache[m]
         }
         Counter(label: "llmq_lease_lapses_total", dimensions: []).increment(by: 0)
     }

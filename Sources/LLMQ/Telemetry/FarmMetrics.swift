@@ -5,7 +5,7 @@ import CoreMetrics
 public enum FarmMetrics {
     public static func requestFinished(mode: Mode, provider: String, model: String, outcome: String,
                                        seconds: Double, ttft: Double?, promptTokens: Int?, completionTokens: Int?) {
-        let h = RequestHandles.for(mode: mode, provider: provider, model: model, outcome: outcome)
+        let h = RequestHandles.cache[.init(mode: mode, provider: provider, model: model, outcome: outcome)]
         h.requests.increment()
         h.duration.recordNanoseconds(Int64(seconds * 1e9))
         if let ttft { h.ttft.recordNanoseconds(Int64(ttft * 1e9)) }
@@ -15,7 +15,7 @@ public enum FarmMetrics {
 
     /// A job's first request reached the HTTP engine's libcurl, `seconds` after the job left Redis.
     public static func dispatched(mode: Mode, seconds: Double) {
-        DispatchHandles.for(mode).recordNanoseconds(Int64(seconds * 1e9))
+        DispatchHandles.cache[mode].recordNanoseconds(Int64(seconds * 1e9))
     }
 
     public static func retry(mode: Mode, reason: String) {
@@ -56,7 +56,7 @@ public enum FarmMetrics {
 
     /// Jobs this worker holds and permits it has free, per mode.
     public static func permits(mode: Mode, inUse: Int, capacity: Int) {
-        let h = PermitHandles.for(mode)
+        let h = PermitHandles.cache[mode]
         h.inUse.record(inUse)
         h.free.record(capacity - inUse)
     }

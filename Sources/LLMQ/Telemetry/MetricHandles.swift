@@ -5,6 +5,21 @@ import Synchronization
 // handle looks it up in the backend's registry under the registry's lock, which
 // was about nine lookups per job on the hot path.
 
+/// Handles made once per key and kept.
+final class HandleCache<Key: Hashable & Sendable, Handles: Sendable>: Sendable {
+    private let made = Mutex<[Key: Handles]>([:])
+    private let make: @Sendable (Key) -> Handles
+
+    init(_ make: @escaping @Sendable (Key) -> Handles) { self.make = make }
+
+    subscript(_ key: Key) -> Handles {
+        if let h = made.withLock({ $0[key] }) { return h }
+        let h = make(key)
+        made.withLock { $0[key] = h }
+        return h
+    }
+}
+
 struct RequestHandles: Sendable {
     let requests: Counter
     let duration: Timer
@@ -12,39 +27,22 @@ struct RequestHandles: Sendable {
     let tokensIn: Counter
     let tokensOut: Counter
 
-    private struct Key: Hashable {
+    struct Key: Hashable, Sendable {
         let mode: Mode
         let provider: String
         let model: String
         let outcome: String
     }
 
-    private static let made = Mutex<[Key: RequestHandles]>([:])
-
-    static func `for`(mode: Mode, provider: String, model: String, outcome: String) -> RequestHandles {
-        let key = Key(mode: mode, provider: provider, model: model, outcome: outcome)
-        if let h = made.withLock({ $0[key] }) { return h }
-        let dims = [("mode", mode.rawValue), ("provider", provider), ("model", model)]
-        let perProvider = [("mode", mode.rawValue), ("provider", provider)]
-        let h = RequestHandles(
-            requests: Counter(label: "llmq_requests_total", dimensions: dims + [("outcome", outcome)]),
+    static let cache = HandleCache<Key, RequestHandles> { k in
+        let dims = [("mode", k.mode.rawValue), ("provider", k.provider), ("model", k.model)]
+        let perProvider = [("mode", k.mode.rawValue), ("provider", k.provider)]
+        return RequestHandles(
+            requests: Counter(label: "llmq_requests_total", dimensions: dims + [("outcome", k.outcome)]),
             duration: Timer(label: "llmq_request_duration_seconds", dimensions: perProvider, preferredDisplayUnit: .seconds),
             ttft: Timer(label: "llmq_time_to_first_token_seconds", dimensions: perProvider, preferredDisplayUnit: .seconds),
             tokensIn: Counter(label: "llmq_tokens_in_total", dimensions: dims),
             tokensOut: Counter(label: "llmq_tokens_out_total", dimensions: dims))
-        made.withLock { $0[key] = h }
-        return h
-    }
-}
-
-enum DispatchHandles {
-    private static let made = Mutex<[Mode: Timer]>([:])
-
-    static func `for`(_ mode: Mode) -> Timer {
-        if let h = made.withLock({ $0[mode] }) { return h }
-        let h = Timer(label: "llmq_dispatch_seconds", dimensions: [("mode", mode.rawValue)], preferredDisplayUnit: .seconds)
-        made.withLock { $0[mode] = h }
-        return h
     }
 }
 
@@ -52,14 +50,15 @@ struct PermitHandles: Sendable {
     let inUse: Gauge
     let free: Gauge
 
-    private static let made = Mutex<[Mode: PermitHandles]>([:])
-
-    static func `for`(_ mode: Mode) -> PermitHandles {
-        if let h = made.withLock({ $0[mode] }) { return h }
-        let h = PermitHandles(
+    static let cache = HandleCache<Mode, PermitHandles> { mode in
+        PermitHandles(
             inUse: Gauge(label: "llmq_inflight_jobs", dimensions: [("mode", mode.rawValue)]),
             free: Gauge(label: "llmq_permits_free", dimensions: [("mode", mode.rawValue)]))
-        made.withLock { $0[mode] = h }
-        return h
+    }
+}
+
+enum DispatchHandles {
+    static let cache = HandleCache<Mode, Timer> { mode in
+        Timer(label: "llmq_dispatch_seconds", dimensions: [("mode", mode.rawValue)], preferredDisplayUnit: .seconds)
     }
 }
