@@ -3,7 +3,7 @@ import LLMQ
 
 /// A Sentinel deployment on free loopback ports for tests: one master, one
 /// replica and three sentinels (`redis-server --sentinel` with a generated
-/// configuration, quorum 2, a 1 s down-after and a short failover timeout).
+/// configuration, quorum 2, a 2 s down-after and a short failover timeout).
 /// `init` returns once every sentinel names the master, knows the replica and
 /// the other two sentinels, and reports a usable quorum.
 public final class LocalSentinels: @unchecked Sendable {  // used from one test at a time
@@ -32,7 +32,7 @@ public final class LocalSentinels: @unchecked Sendable {  // used from one test 
                 dir \(directory)
                 logfile \(directory)/sentinel-\(i).log
                 sentinel monitor \(masterName) 127.0.0.1 \(master.port) 2
-                sentinel down-after-milliseconds \(masterName) 1000
+                sentinel down-after-milliseconds \(masterName) 2000
                 sentinel failover-timeout \(masterName) 4000
                 sentinel parallel-syncs \(masterName) 1
 
@@ -117,6 +117,9 @@ public final class LocalSentinels: @unchecked Sendable {  // used from one test 
 
     /// Kills the master with SIGKILL, waits for the sentinels to promote the replica, then starts the
     /// old node again as a replica of the new master (what a pod restart with a Sentinel-aware start does).
+    /// The restarted node may not be promoted (replica-priority 0): sentinels that briefly lose sight of the
+    /// new master on a loaded machine would otherwise fail over again, to a node still in its first full
+    /// sync, and Redis would hand the farm an empty dataset. The tests measure one failover, not that.
     @discardableResult
     public func killMaster() async throws -> (old: Int, new: Int) {
         guard let old = masterPort(), let node = nodes[old] else { throw TestFailure("no sentinel names a master") }
@@ -125,7 +128,7 @@ public final class LocalSentinels: @unchecked Sendable {  // used from one test 
         _ = await node.process.wait()
         try Self.until("a sentinel to promote \(new)", timeout: 30) { self.masterPort() == new }
         nodes[old] = try LocalRedis(directory: "\(directory)/node-\(old)-again", port: old,
-                                    extraArguments: ["--replicaof", "127.0.0.1", String(new)])
+                                    extraArguments: ["--replicaof", "127.0.0.1", String(new), "--replica-priority", "0"])
         try waitNamed(new)
         return (old, new)
     }

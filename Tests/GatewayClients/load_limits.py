@@ -50,6 +50,12 @@ def check(name, cond, detail):
         failed.append(name)
 
 
+# The openai package builds its pydantic models on first use, and two threads doing that at once can fail
+# (PydanticUserError "BaseModel cannot be instantiated directly"); one stream before the bursts builds them.
+warm = OpenAI(base_url=base + "/v1", api_key=open_key, max_retries=0, timeout=60)
+"".join(c.choices[0].delta.content or "" for c in warm.chat.completions.create(
+    model="sim/sim-1:tokens=2", messages=[{"role": "user", "content": "warm"}], stream=True) if c.choices)
+
 team = burst(team_key, 12)
 oks = [r for r in team if r[0] == "ok"]
 limited = [r for r in team if r[0] == "429"]
