@@ -120,6 +120,29 @@ import Testing
         }
     }
 
+    // MARK: memory
+
+    /// The HTTP engine's inbox after a burst above malloc's mmap threshold: round after round the engine
+    /// and the inbox trade the same two buffers. (A copy taken and the original emptied made a new
+    /// buffer each round, a page larger than the last.)
+    @Test func theEngineInboxKeepsTwoBuffersAfterABurst() {
+        var inbox = Handoff<Int>()
+        for i in 0..<20_000 { _ = inbox.append(i) }
+        var drained: [Int] = []
+        inbox.take(into: &drained)
+        #expect(drained.count == 20_000)
+        let most = max(inbox.capacity, drained.capacity)
+        drained.removeAll(keepingCapacity: true)
+        for round in 0..<2_000 {
+            let first = inbox.append(round), second = inbox.append(-1)
+            #expect(first && !second, "only an append to an empty inbox wakes the engine")
+            inbox.take(into: &drained)
+            #expect(drained == [round, -1])
+            drained.removeAll(keepingCapacity: true)
+        }
+        #expect(max(inbox.capacity, drained.capacity) <= most, "a buffer grew: \(inbox.capacity), \(drained.capacity) > \(most)")
+    }
+
     @Test func childrenInheritNoDescriptorButTheStandardOnes() async throws {
         let dir = try PrivateDirectory(name: "llmq-test-fds")
         defer { dir.remove() }

@@ -13,7 +13,7 @@ import Synchronization
 /// work happens on the engine's own thread.
 public final class HTTPEngine: Sendable {
     private struct Inbox {
-        var submitted: [Transfer] = []
+        var submitted = Handoff<Transfer>()
         var aborts: [(TransferToken, HTTPResult.Abort)] = []
         var stopping = false
     }
@@ -58,10 +58,7 @@ public final class HTTPEngine: Sendable {
         transfer.admitted = admitted
         return await withCheckedContinuation { c in
             transfer.continuation = c
-            let first = inbox.withLock { box -> Bool in
-                box.submitted.append(transfer)
-                return box.submitted.count == 1
-            }
+            let first = inbox.withLock { $0.submitted.append(transfer) }
             if first { poller.wake() }
         }
     }
@@ -89,25 +86,24 @@ public final class HTTPEngine: Sendable {
             states.deallocate()
         }
         var completed: [Transfer] = []
+        var drained: [Transfer] = []  // the inbox's submissions of this round
         // Submitted transfers not yet handed to libcurl, oldest first from `backlogHead`.
         var backlog: [Transfer] = []
         var backlogHead = 0
         while true {
-            let (new, aborts, stopping) = inbox.withLock { box in
-                defer { box.submitted.removeAll(keepingCapacity: true); box.aborts.removeAll() }
-                return (box.submitted, box.aborts, box.stopping)
+            let (aborts, stopping) = inbox.withLock { box in
+                box.submitted.take(into: &drained)
+                defer { box.aborts.removeAll() }
+                return (box.aborts, box.stopping)
             }
-            backlog.append(contentsOf: new)
+            backlog.append(contentsOf: drained)
+            drained.removeAll(keepingCapacity: true)
             // A burst of new transfers is admitted a few per round: each starts a connection, and a round
             // that started thousands kept every open stream's tokens waiting for as long (seconds at 10,000).
-            let admitted = backlog[backlogHead..<min(backlog.count, backlogHead + Self.admittedPerRound)]
-            backlogHead += admitted.count
-            let submitted = Array(admitted)
-            if backlogHead == backlog.count {
-                backlog.removeAll(keepingCapacity: true)
-                backlogHead = 0
-            }
-            for t in submitted {
+            let end = min(backlog.count, backlogHead + Self.admittedPerRound)
+            let admitting = end > backlogHead
+            for i in backlogHead..<end {
+                let t = backlog[i]
                 if let reason = t.token.abortReason.withLock({ $0 }) {
                     t.result.aborted = reason
                     completed.append(t)
@@ -121,6 +117,14 @@ public final class HTTPEngine: Sendable {
                 curl_multi_add_handle(multi.handle, e.handle)
                 t.admitted?(Clock.nowNanos())
             }
+            backlogHead = end
+            if backlogHead == backlog.count {
+                backlog.removeAll(keepingCapacity: true)
+                backlogHead = 0
+            } else if backlogHead >= 1024 {
+                backlog.removeFirst(backlogHead)  // admitted transfers are not kept alive by a long burst
+                backlogHead = 0
+            }
             for (token, reason) in aborts {
                 guard let t = active.removeValue(forKey: ObjectIdentifier(token)) else { continue }
                 t.result.aborted = reason
@@ -130,7 +134,7 @@ public final class HTTPEngine: Sendable {
 
             let now = Clock.nowNanos()
             var timeout: Int32 = 100
-            if !completed.isEmpty || !submitted.isEmpty || !backlog.isEmpty || !state.dirty.isEmpty {
+            if !completed.isEmpty || admitting || !backlog.isEmpty || !state.dirty.isEmpty {
                 timeout = 0
             } else if let due = state.timerDue {
                 timeout = due <= now ? 0 : Int32(min(100, (due - now + 999_999) / 1_000_000))

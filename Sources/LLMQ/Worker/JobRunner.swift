@@ -319,29 +319,56 @@ public final class JobRunner: Sendable {
     }
 
     /// Everything before the transfer: the budget, the start line, the embedding cache, the request.
+    /// Only the cache look-up waits, in a frame of its own: a task keeps its deepest frames' memory while it
+    /// streams, so the synchronous work runs on the thread's stack (this frame was 4 KB a stream).
     @inline(never)
     private func prepare(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) async -> Prepared {
-        let writer = v.stream.writer
-        let provider = target.provider
+        let remaining: Double?
+        do {
+            remaining = try begin(v, target: target, attempt: attempt, budgetEnd: budgetEnd)
+        } catch {
+            return .ended(.failed(error))
+        }
+        if v.job.mode == .embed, v.job.params.cache, let scope = registry.embedCache.scope(route: v.job.model, provider: target.provider.name) {
+            return await prepareCached(v, target: target, attempt: attempt, remaining: remaining, scope: scope)
+        }
+        return request(v, target: target, attempt: attempt, remaining: remaining, batch: nil)
+    }
+
+    /// Checks the job's budget and writes the attempt's start line; returns the seconds left, if limited.
+    @inline(never)
+    private func begin(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, budgetEnd: Double?) throws(LLMQError) -> Double? {
         var remaining: Double?
         if let budgetEnd {
             remaining = budgetEnd - Clock.unixTime()
-            guard remaining! > 0 else { return .ended(.failed(LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out"))) }
+            guard remaining! > 0 else { throw LLMQError(.timeout, "the job's timeout_s of \(v.job.timeoutS!) s ran out") }
         }
-        writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: provider.name, model: target.model, metadata: v.job.metadata)
-        // Embed jobs of a cached route or provider send only the inputs Redis does not hold; the decoder then writes
-        // into a scratch writer and `EmbeddingBatch.finish` answers every input in order.
-        var batch: EmbeddingBatch?
-        if v.job.mode == .embed, v.job.params.cache, let scope = registry.embedCache.scope(route: v.job.model, provider: provider.name) {
-            batch = await EmbeddingBatch.lookUp(v.job, provider: provider.endpoint, model: target.model, scope: scope, cache: registry.embedCache)
-            if let batch, batch.misses.isEmpty {
-                _ = await batch.finish(scratch: nil, into: writer)
-                return .ended(.succeeded(Outcome(
-                    finishReason: "stop", usage: Usage(promptTokens: 0, completionTokens: 0),
-                    ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) }, durationMs: Clock.millis(since: v.t0),
-                    metadata: v.job.metadata)))
-            }
+        v.stream.writer.beginAttempt(attempt: attempt, worker: settings.worker, provider: target.provider.name, model: target.model,
+                                     metadata: v.job.metadata)
+        return remaining
+    }
+
+    /// Embed jobs of a cached route or provider send only the inputs Redis does not hold; the decoder then writes
+    /// into a scratch writer and `EmbeddingBatch.finish` answers every input in order.
+    @inline(never)
+    private func prepareCached(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, remaining: Double?,
+                               scope: EmbeddingCache.Scope) async -> Prepared {
+        let writer = v.stream.writer
+        let batch = await EmbeddingBatch.lookUp(v.job, provider: target.provider.endpoint, model: target.model, scope: scope, cache: registry.embedCache)
+        if let batch, batch.misses.isEmpty {
+            _ = await batch.finish(scratch: nil, into: writer)
+            return .ended(.succeeded(Outcome(
+                finishReason: "stop", usage: Usage(promptTokens: 0, completionTokens: 0),
+                ttftMs: writer.firstOutputAt.map { Clock.millis(since: v.t0, to: $0) }, durationMs: Clock.millis(since: v.t0),
+                metadata: v.job.metadata)))
         }
+        return request(v, target: target, attempt: attempt, remaining: remaining, batch: batch)
+    }
+
+    /// The attempt's request and decoder.
+    @inline(never)
+    private func request(_ v: Visit, target: ProviderRegistry.Target, attempt: Int, remaining: Double?, batch: EmbeddingBatch?) -> Prepared {
+        let provider = target.provider
         let job = batch?.upstreamJob(v.job) ?? v.job
         let scratch = batch.map { _ in EventWriter(id: v.job.id) }
         let request: HTTPRequest
@@ -352,7 +379,7 @@ public final class JobRunner: Sendable {
         }
         return .ready(Attempt(
             target: target, number: attempt, remaining: remaining, request: request,
-            decoder: provider.makeDecoder(job: job, writer: scratch ?? writer), batch: batch, scratch: scratch))
+            decoder: provider.makeDecoder(job: job, writer: scratch ?? v.stream.writer), batch: batch, scratch: scratch))
     }
 
     /// Everything after the transfer: what its result means for the job and the provider.
