@@ -58,9 +58,12 @@ public struct SSEParser {
                     ok = line(UnsafeBufferPointer(rebasing: bytes[lineStart..<i]), onEvent)
                 } else {
                     carry.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[lineStart..<i]))
-                    let taken = carry
-                    carry.removeAll(keepingCapacity: true)
+                    // Borrowed out of `self` for `line`, and given back emptied (see `Handoff` on emptying a copy).
+                    var taken: [UInt8] = []
+                    swap(&taken, &carry)
                     ok = taken.withUnsafeBufferPointer { line($0, onEvent) }
+                    taken.removeAll(keepingCapacity: true)
+                    swap(&taken, &carry)
                 }
                 if !ok { return false }
                 if c == 0x0D {

@@ -63,9 +63,13 @@ public struct SHA256: Sendable {
     }
 
     private mutating func flush() {
-        let b = block
+        // Borrowed out of `self` for `compress`, and given back emptied: a copy would make `removeAll`
+        // allocate a new buffer for every 64 bytes hashed.
+        var b: [UInt8] = []
+        swap(&b, &block)
         b.withUnsafeBufferPointer { compress($0) }
-        block.removeAll(keepingCapacity: true)
+        b.removeAll(keepingCapacity: true)
+        swap(&b, &block)
     }
 
     public mutating func finalize() -> [UInt8] {
