@@ -285,6 +285,21 @@ def gateway_checks(name, d, by_kind, configs):
           pod.get("securityContext", {}).get("runAsNonRoot") is True and sec.get("allowPrivilegeEscalation") is False)
 
 
+def dashboard():
+    dash = json.load(open(os.path.join(OPS, "grafana", "llmq-dashboard.json")))
+    ids = [p.get("id") for p in dash["panels"]]
+    check("dashboard: panel ids are unique", len(ids) == len(set(ids)), f"repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    cells, overlaps = {}, set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    overlaps.add((cells[(x, y)], p["title"]))
+                cells[(x, y)] = p["title"]
+    check("dashboard: no two panels overlap", not overlaps and all(x < 24 for x, _ in cells), f"{sorted(overlaps)[:5]}")
+
+
 def used_metrics():
     names = {}
     rules = yaml.safe_load(open(os.path.join(OPS, "prometheus", "alerts.yml")))
@@ -372,6 +387,7 @@ def main():
         systemd_verify(unit, exec_start, a.llmq)
         dockerfile()
         compose(docs)
+        dashboard()
         rules()
         if a.metrics:
             metrics(a.metrics, a.gateway_metrics)
