@@ -51,4 +51,30 @@ import Testing
         let lease = Lease(ttl: 1, now: 0)
         #expect(lease.holds(1, now: Self.s / 2 - 1) && !lease.holds(1, now: Self.s / 2))
     }
+
+    /// What a worker knows it holds, against its in-flight list after a fetch whose reply was lost:
+    /// identical jobs are counted, other families do not mix in, and a job that finished while the list
+    /// was being read is not taken for one the worker never saw.
+    @Test func heldJobsFindOnlyWhatTheWorkerNeverSaw() {
+        let held = HeldJobs()
+        let chat = QueueFamily(mode: .chat, shard: nil, keys: Keys())
+        let embed = QueueFamily(mode: .embed, shard: nil, keys: Keys())
+        let a = Array(#"{"id":"a"}"#.utf8), b = Array(#"{"id":"b"}"#.utf8), c = Array(#"{"id":"c"}"#.utf8)
+        held.add(a, family: chat)
+        held.add(a, family: chat)
+        held.add(b, family: embed)
+        held.beginReconcile(family: chat)
+        held.add(c, family: chat)
+        held.remove(c, family: chat)  // finished between the LRANGE and the comparison
+        #expect(held.orphans(in: [a, a, a, b, c], family: chat) == [a, b])
+        held.remove(a, family: chat)
+        held.beginReconcile(family: chat)
+        #expect(held.orphans(in: [a, a], family: chat) == [a])
+        held.remove(a, family: chat)
+        held.remove(a, family: chat)  // one more than it held: nothing goes negative
+        held.beginReconcile(family: chat)
+        #expect(held.orphans(in: [a], family: chat) == [a])
+        held.beginReconcile(family: embed)
+        #expect(held.orphans(in: [b], family: embed) == [])
+    }
 }
