@@ -229,6 +229,13 @@ public final class JobFetcher: Sendable {
         }
     }
 
+    /// A fetch broke: gives back the permits it held, and counts and logs the lost connection.
+    private func lost(_ error: LLMQError, unreleased: Int) {
+        permits.release(unreleased)
+        FarmMetrics.redisReconnect(component: "fetch")
+        logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(family)", "error": "\(error.message)"])
+    }
+
     private func loop() {
         var connection: RedisConnection?
         var backoff = 0.05
@@ -276,10 +283,8 @@ public final class JobFetcher: Sendable {
                         _ = try ask(hand(over: jobs, tenants: tenants, epoch: epoch), moves: 0, connection!)
                     }
                 } catch {
-                    permits.release(unreleased)
+                    lost(error, unreleased: unreleased)
                     uncertain = true
-                    FarmMetrics.redisReconnect(component: "fetch")
-                    logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(family)", "error": "\(error.message)"])
                     connection = nil
                 }
                 continue
@@ -340,10 +345,8 @@ public final class JobFetcher: Sendable {
             } catch {
                 // A BLMOVE may have moved a job before the connection broke; it stays in the
                 // in-flight list and is recovered when this worker (or the reaper) restarts it.
-                permits.release(unreleased)
+                lost(error, unreleased: unreleased)
                 uncertain = true
-                FarmMetrics.redisReconnect(component: "fetch")
-                logger.error("fetcher lost Redis, reconnecting", metadata: ["mode": "\(mode)", "error": "\(error.message)"])
                 connection = nil
             }
         }
