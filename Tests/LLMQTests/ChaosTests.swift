@@ -50,14 +50,16 @@ import Testing
         }) { _ in }.run()
     }
 
-    /// A provider in a storm (429 15%, 503 10%, cut streams 5%) with `max_attempts: 6`: waiting happens in
-    /// Redis and costs no attempt, so at least 99% of jobs end done.
+    /// A provider in a storm (429 15%, 503 10%, cut streams 5%) with `max_attempts: 6`: waiting for the
+    /// cooldowns happens in Redis and costs no attempt, so nearly every job ends done. A call that itself
+    /// got the 429 was an attempt, though: about 27% of calls fail, six in a row about once in 2,400 jobs,
+    /// so the small run (60 jobs) may lose one: requiring all 60 failed about one run in 40, and a CI run did.
     @Test func anUpstreamStormIsAbsorbed() async throws {
         let seed = Int.random(in: 1...1_000_000)
         let c = try await Chaos(name: "upstream storm", jobs: Self.jobs, model: { i in
             "sim/sim:tokens=20,delay_ms=10,fault_429=0.15,retry_after=1,fault_503=0.10,cut=0.05,after_tokens=3,seed=\(seed),key=storm-\(i)"
         }) { _ in }
-        c.minDone = 0.99
+        c.minDone = Self.full ? 0.99 : 0.98
         try await c.run()
     }
 
