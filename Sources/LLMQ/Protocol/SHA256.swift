@@ -1,7 +1,8 @@
 /// SHA-256 (FIPS 180-4), enough to fingerprint a dead-lettered job without a
 /// crypto dependency. Not constant-time: it hashes public data, never secrets.
 public struct SHA256: Sendable {
-    private var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
+    private typealias State = (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32)
+    private var state: State =
         (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
     private var block: [UInt8] = []
     private var length: UInt64 = 0
@@ -49,7 +50,7 @@ public struct SHA256: Sendable {
                 if block.count == 64 { flush() }
             }
             while p.count - i >= 64 {
-                compress(UnsafeBufferPointer(rebasing: p[i..<(i + 64)]))
+                Self.compress(&state, UnsafeBufferPointer(rebasing: p[i..<(i + 64)]))
                 i += 64
             }
             block.append(contentsOf: p[i...])
@@ -63,13 +64,8 @@ public struct SHA256: Sendable {
     }
 
     private mutating func flush() {
-        // Borrowed out of `self` for `compress`, and given back emptied: a copy would make `removeAll`
-        // allocate a new buffer for every 64 bytes hashed.
-        var b: [UInt8] = []
-        swap(&b, &block)
-        b.withUnsafeBufferPointer { compress($0) }
-        b.removeAll(keepingCapacity: true)
-        swap(&b, &block)
+        block.withUnsafeBufferPointer { Self.compress(&state, $0) }
+        block.removeAll(keepingCapacity: true)
     }
 
     public mutating func finalize() -> [UInt8] {
@@ -90,7 +86,7 @@ public struct SHA256: Sendable {
         return out
     }
 
-    private mutating func compress(_ p: UnsafeBufferPointer<UInt8>) {
+    private static func compress(_ state: inout State, _ p: UnsafeBufferPointer<UInt8>) {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
             for t in 0..<16 {
                 w[t] = UInt32(p[4 * t]) << 24 | UInt32(p[4 * t + 1]) << 16 | UInt32(p[4 * t + 2]) << 8 | UInt32(p[4 * t + 3])
@@ -100,11 +96,11 @@ public struct SHA256: Sendable {
                 let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
                 w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
             }
-            rounds(w)
+            rounds(&state, w)
         }
     }
 
-    private mutating func rounds(_ w: UnsafeMutableBufferPointer<UInt32>) {
+    private static func rounds(_ state: inout State, _ w: UnsafeMutableBufferPointer<UInt32>) {
         var (a, b, c, d, e, f, g, h) = state
         for t in 0..<64 {
             let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
@@ -119,5 +115,5 @@ public struct SHA256: Sendable {
         state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d, state.4 &+ e, state.5 &+ f, state.6 &+ g, state.7 &+ h)
     }
 
-    @inline(__always) private func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+    @inline(__always) private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
 }

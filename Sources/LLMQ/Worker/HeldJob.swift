@@ -16,8 +16,8 @@ public struct HeldJob: Sendable {
     /// The tenant bucket a `schedule: fair` fetch counted the job under; every way out gives it back.
     /// nil when nothing counted it (a `fifo` mode, the reaper, which repairs the counters itself).
     public let tenant: String?
-    /// When this worker took the job from Redis (`Clock` nanoseconds), for `llmq_dispatch_seconds`; 0 when unknown.
-    public var fetchedAt: UInt64 = 0
+    /// When this worker took the job from Redis (`Clock` nanoseconds), for `llmq_dispatch_seconds`.
+    public var fetchedAt: UInt64?
 
     public var mode: Mode { family.mode }
     public var keys: Keys { family.keys }

@@ -308,8 +308,8 @@ public final class JobRunner: Sendable {
         guard v.handle.begin(a.token) else { return .interrupted }
         a.span = v.stream.trace?.providerCall(provider: name, model: target.model, attempt: attempt)
         var admitted: (@Sendable (UInt64) -> Void)?
-        if !v.dispatched, v.held.fetchedAt > 0 {
-            let (mode, fetched) = (v.job.mode, v.held.fetchedAt)
+        if !v.dispatched, let fetched = v.held.fetchedAt {
+            let mode = v.job.mode
             admitted = { at in FarmMetrics.dispatched(mode: mode, seconds: Double(at &- fetched) / 1e9) }
         }
         v.dispatched = true
