@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 CURLcode llmq_easy_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
@@ -18,6 +19,26 @@ CURLMcode llmq_multi_setopt_long(CURLM *m, CURLMoption o, long v) { return curl_
 CURLMcode llmq_multi_setopt_ptr(CURLM *m, CURLMoption o, void *v) { return curl_multi_setopt(m, o, v); }
 CURLMcode llmq_multi_setopt_socket(CURLM *m, llmq_socket_cb cb) { return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, cb); }
 CURLMcode llmq_multi_setopt_timer(CURLM *m, llmq_timer_cb cb) { return curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, cb); }
+
+/* What libcurl does without an open callback, plus the count. */
+static curl_socket_t count_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
+    (void)purpose;
+    curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+    if (s != CURL_SOCKET_BAD) ((llmq_socket_count *)clientp)->open++;
+    return s;
+}
+
+static int count_close(void *clientp, curl_socket_t s) {
+    ((llmq_socket_count *)clientp)->open--;
+    return close(s);
+}
+
+void llmq_easy_count_sockets(CURL *h, llmq_socket_count *count) {
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, count_open);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, count);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, count_close);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, count);
+}
 
 int llmq_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

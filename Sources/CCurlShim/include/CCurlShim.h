@@ -21,6 +21,13 @@ typedef int (*llmq_timer_cb)(CURLM *multi, long timeout_ms, void *userp);
 CURLMcode llmq_multi_setopt_socket(CURLM *m, llmq_socket_cb cb);
 CURLMcode llmq_multi_setopt_timer(CURLM *m, llmq_timer_cb cb);
 
+/* The sockets libcurl has opened for one upstream origin and not yet closed. */
+typedef struct llmq_socket_count { long open; } llmq_socket_count;
+/* Makes the transfer open and close its sockets through callbacks that keep `count`
+   (CURLOPT_OPENSOCKETFUNCTION, CLOSESOCKETFUNCTION). A connection keeps the pointer of
+   the transfer that opened it, for its whole life: `count` must outlive the multi handle. */
+void llmq_easy_count_sockets(CURL *h, llmq_socket_count *count);
+
 /* mallopt(M_TOP_PAD, bytes): how much more than asked malloc takes when it grows a heap
    (Swift's Glibc module does not export malloc.h). Returns mallopt's 1 on success. */
 int llmq_malloc_top_pad(int bytes);

@@ -63,10 +63,14 @@ final class CurlMulti: @unchecked Sendable {  // created by the engine, used onl
     let handle: UnsafeMutableRawPointer
     private var loop: Unmanaged<EngineLoop>?
 
-    init() {
+    /// `connections`: how many connections, busy or idle, libcurl keeps open. Beyond it a finished
+    /// transfer's connection closes the oldest idle one (libcurl's default, four per transfer in progress,
+    /// closed most of a burst's connections as it drained, with a walk of all of them for each).
+    init(connections: Int) {
         CurlEasy.globalInit
         guard let m = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         handle = m
+        _ = llmq_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, connections)
     }
 
     deinit {

@@ -19,14 +19,16 @@ public final class HTTPEngine: Sendable {
     }
 
     private let inbox = Mutex(Inbox())
-    private let multi = CurlMulti()
+    private let multi: CurlMulti
     private let poller = SocketPoller()
     private let sink: OutputSink?
     private let logger: Logger
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let stopped = Mutex(false)
 
-    public init(sink: OutputSink?, logger: Logger) {
+    /// `connections`: upstream connections kept open, busy or idle; the most transfers that run at once.
+    public init(sink: OutputSink?, logger: Logger, connections: Int = 256) {
+        multi = CurlMulti(connections: max(64, connections))
         self.sink = sink
         self.logger = logger
     }
@@ -111,6 +113,7 @@ public final class HTTPEngine: Sendable {
                 }
                 let e = spare.popLast() ?? CurlEasy()
                 t.configure(e, loop: state)
+                state.admit(t, on: e)
                 active[ObjectIdentifier(t.token)] = t
                 // Lines written before the call (its start event) go out with this round.
                 t.markOutput()
@@ -173,6 +176,8 @@ public final class HTTPEngine: Sendable {
             for t in completed {
                 if let e = t.easy {
                     curl_multi_remove_handle(multi.handle, e.handle)
+                    t.origin?.transfers -= 1
+                    t.origin = nil
                     e.reset()
                     if spare.count < 256 { spare.append(e) }
                     t.easy = nil
@@ -224,6 +229,8 @@ final class EngineLoop {
     var timerDue: UInt64?
     /// Transfers whose output grew this round.
     var dirty: [Transfer] = []
+    /// Cleartext upstreams by `http://host:port`.
+    var origins: [String: UpstreamOrigin] = [:]
 
     init(poller: SocketPoller) {
         self.poller = poller

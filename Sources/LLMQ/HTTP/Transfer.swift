@@ -19,6 +19,8 @@ final class Transfer: @unchecked Sendable {
     var lastDataAt: UInt64 = 0
     private var sawBody = false
     private var loop: EngineLoop?
+    /// The cleartext upstream this transfer is counted under while libcurl has it.
+    var origin: UpstreamOrigin?
     /// Whether this transfer is on its engine round's list of output to flush.
     var outputMarked = false
 
