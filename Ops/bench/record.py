@@ -56,23 +56,30 @@ if "peer" in rows and "farm" in rows:
         text.append(f"| {who} | {b['jobs']} | {b['done']} | {b.get('lines', '?')} | {b['jobs_per_s']:.0f} |")
     text.append(f"\nfarm/peer: x{f['jobs_per_s'] / p['jobs_per_s']:.1f} jobs/s\n" if p["jobs_per_s"] else "")
 
+# the *_c steps ran with LLMQ_BENCH_UPSTREAM=c: the paced upstream is Ops/bench/ts_upstream.c, not the node one
+paced = ("overhead", "paced1k", "paced10k", "paced1k_c", "paced10k_c")
+c_upstream = lambda name: name.endswith("_c")
 over = []
-for name in ("overhead", "paced1k", "paced10k"):
+for name in paced:
     for d in lines_of(name):
         if "who" in d and "run" in d:
             over.append((name, d))
 if over:
     text += ["What the farm adds (paced upstream stamping each token with the clock; pickup = LPUSH to the upstream having the request, "
              "token lag = the upstream wrote a token to a subscriber having its line). Commands:\n"]
-    for name in ("overhead", "paced1k", "paced10k"):
+    for name in paced:
         if os.path.exists(os.path.join(out, name + ".cmd")):
-            text.append(f"- `{command(name)}`")
+            text.append(f"- `{'LLMQ_BENCH_UPSTREAM=c ' if c_upstream(name) else ''}{command(name)}`")
+    if any(c_upstream(name) for name, _ in over):
+        text += ["", "Rows marked (C upstream) had Ops/bench/ts_upstream.c as the paced upstream, the others the node one "
+                 "(../shared/bench/upstream/ts_upstream.js), which spends about 470 us of CPU per new connection."]
     text += ["", "| who | model | C | jobs done | pickup p50/p99 ms | token lag p50/p99 ms | added TTFT p50/p99 ms | RSS peak MB (process tree) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in over:
         m = r["run"] or {}
         g = lambda k: m.get(k, float("nan"))
-        text.append(f"| {r['who']} | {r['model']} | {r['concurrency']} | {m.get('done')}/{m.get('jobs')} | "
+        model = r["model"] + (" (C upstream)" if c_upstream(name) else "")
+        text.append(f"| {r['who']} | {model} | {r['concurrency']} | {m.get('done')}/{m.get('jobs')} | "
                     f"{g('pickup_ms_p50'):.2f} / {g('pickup_ms_p99'):.2f} | {g('token_lag_ms_p50'):.2f} / {g('token_lag_ms_p99'):.2f} | "
                     f"{g('added_ttft_ms_p50'):.2f} / {g('added_ttft_ms_p99'):.2f} | {r['rss_peak_mb']} |")
     text.append("")
