@@ -57,7 +57,7 @@ if "peer" in rows and "farm" in rows:
     text.append(f"\nfarm/peer: x{f['jobs_per_s'] / p['jobs_per_s']:.1f} jobs/s\n" if p["jobs_per_s"] else "")
 
 # the *_c steps ran with LLMQ_BENCH_UPSTREAM=c: the paced upstream is Ops/bench/ts_upstream.c, not the node one
-paced = ("overhead", "paced1k", "paced10k", "paced1k_c", "paced10k_c")
+paced = ("overhead", "overhead_c", "paced1k", "paced10k", "paced1k_c", "paced10k_c")
 c_upstream = lambda name: name.endswith("_c")
 over = []
 for name in paced:

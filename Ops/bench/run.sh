@@ -5,7 +5,7 @@
 #   2. short jobs: 1-token jobs, burst (compare.sh -t 1);
 #   3. what the farm adds: pickup, token lag and added TTFT at C=32 with 2 workers, peer beside it;
 #   4. one worker with many paced streams (1,000 and 10,000), the farm alone;
-#   5. step 4 again with the C paced upstream (Ops/bench/ts_upstream.c, LLMQ_BENCH_UPSTREAM=c),
+#   5. steps 3 and 4 again with the C paced upstream (Ops/bench/ts_upstream.c, LLMQ_BENCH_UPSTREAM=c),
 #      since at 10,000 new connections the node one spends a core of its own.
 #   run.sh BENCH_DIR
 # LLMQ_BENCH_QUICK=1 runs smaller sizes (a smoke run, not for the record).
@@ -30,6 +30,7 @@ step short "$bench/compare.sh" -t 1 -j "$short_jobs" -- "$here/farm.sh" {redis} 
 step overhead "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
 LLMQ_BENCH_CONCURRENCY=$many step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 LLMQ_BENCH_CONCURRENCY=$many step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_UPSTREAM=c step overhead_c "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"
