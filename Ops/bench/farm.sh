@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Started by ../shared/bench/compare.sh as the farm command: writes a config whose
 # route `sim-1` points at the bench upstream, then execs the release farm.
-#   farm.sh REDIS_URL UPSTREAM_BASE_URL [WORKERS]
+#   farm.sh REDIS_URL UPSTREAM_BASE_URL [WORKERS]   (LLMQ_BENCH_CONCURRENCY, LLMQ_BENCH_HTTP_THREADS)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -12,6 +12,7 @@ redis: $redis
 workers: $workers
 drain_timeout_s: 5
 log_level: warning
+http_threads: ${LLMQ_BENCH_HTTP_THREADS:-1}
 http_port: 0
 modes:
   chat: {concurrency: ${LLMQ_BENCH_CONCURRENCY:-256}}

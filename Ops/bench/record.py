@@ -56,9 +56,12 @@ if "peer" in rows and "farm" in rows:
         text.append(f"| {who} | {b['jobs']} | {b['done']} | {b.get('lines', '?')} | {b['jobs_per_s']:.0f} |")
     text.append(f"\nfarm/peer: x{f['jobs_per_s'] / p['jobs_per_s']:.1f} jobs/s\n" if p["jobs_per_s"] else "")
 
-# the *_c steps ran with LLMQ_BENCH_UPSTREAM=c: the paced upstream is Ops/bench/ts_upstream.c, not the node one
-paced = ("overhead", "overhead_c", "paced1k", "paced10k", "paced1k_c", "paced10k_c")
-c_upstream = lambda name: name.endswith("_c")
+# the *_c steps ran with LLMQ_BENCH_UPSTREAM=c: the paced upstream is Ops/bench/ts_upstream.c, not the node one;
+# *_c2 also with LLMQ_BENCH_HTTP_THREADS=2 (`http_threads: 2`)
+paced = ("overhead", "overhead_c", "paced1k", "paced10k", "paced1k_c", "paced10k_c", "paced10k_c2")
+c_upstream = lambda name: name.endswith("_c") or name.endswith("_c2")
+two_threads = lambda name: name.endswith("_c2")
+env_of = lambda name: ("LLMQ_BENCH_UPSTREAM=c " if c_upstream(name) else "") + ("LLMQ_BENCH_HTTP_THREADS=2 " if two_threads(name) else "")
 over = []
 for name in paced:
     for d in lines_of(name):
@@ -69,7 +72,7 @@ if over:
              "token lag = the upstream wrote a token to a subscriber having its line). Commands:\n"]
     for name in paced:
         if os.path.exists(os.path.join(out, name + ".cmd")):
-            text.append(f"- `{'LLMQ_BENCH_UPSTREAM=c ' if c_upstream(name) else ''}{command(name)}`")
+            text.append(f"- `{env_of(name)}{command(name)}`")
     if any(c_upstream(name) for name, _ in over):
         text += ["", "Rows marked (C upstream) had Ops/bench/ts_upstream.c as the paced upstream, the others the node one "
                  "(../shared/bench/upstream/ts_upstream.js), which spends about 470 us of CPU per new connection."]
@@ -78,7 +81,7 @@ if over:
     for name, r in over:
         m = r["run"] or {}
         g = lambda k: m.get(k, float("nan"))
-        model = r["model"] + (" (C upstream)" if c_upstream(name) else "")
+        model = r["model"] + (" (C upstream, 2 HTTP threads)" if two_threads(name) else " (C upstream)" if c_upstream(name) else "")
         text.append(f"| {r['who']} | {model} | {r['concurrency']} | {m.get('done')}/{m.get('jobs')} | "
                     f"{g('pickup_ms_p50'):.2f} / {g('pickup_ms_p99'):.2f} | {g('token_lag_ms_p50'):.2f} / {g('token_lag_ms_p99'):.2f} | "
                     f"{g('added_ttft_ms_p50'):.2f} / {g('added_ttft_ms_p99'):.2f} | {r['rss_peak_mb']} |")

@@ -6,7 +6,8 @@
 #   3. what the farm adds: pickup, token lag and added TTFT at C=32 with 2 workers, peer beside it;
 #   4. one worker with many paced streams (1,000 and 10,000), the farm alone;
 #   5. steps 3 and 4 again with the C paced upstream (Ops/bench/ts_upstream.c, LLMQ_BENCH_UPSTREAM=c),
-#      since at 10,000 new connections the node one spends a core of its own.
+#      since at 10,000 new connections the node one spends a core of its own; and the 10,000 run
+#      once more with `http_threads: 2` (LLMQ_BENCH_HTTP_THREADS).
 #   run.sh BENCH_DIR
 # LLMQ_BENCH_QUICK=1 runs smaller sizes (a smoke run, not for the record).
 set -euo pipefail
@@ -33,4 +34,5 @@ LLMQ_BENCH_CONCURRENCY=$many step paced10k "$here/overhead.sh" "$bench" -P -m ts
 LLMQ_BENCH_UPSTREAM=c step overhead_c "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_HTTP_THREADS=2 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced10k_c2 "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"

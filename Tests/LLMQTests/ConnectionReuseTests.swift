@@ -23,37 +23,60 @@ import Testing
                                          decoder: Discard(), output: nil)
                 }
             }
-            try Self.until("\(count) requests to arrive, \(server.requests - before) did") { server.requests - before == count }
+            try await Self.until("\(count) requests to arrive, \(server.requests - before) did") { server.requests - before == count }
             server.answerHeld(closing: closing)
             for try await r in group { #expect(r.completed && r.status == 200, "\(r)") }
         }
     }
 
-    static func until(_ what: String, timeout: Double = 30, _ condition: () -> Bool) throws {
+    /// Polls without holding a thread of the task pool, which runs the requests being waited for.
+    static func until(_ what: String, timeout: Double = 30, _ condition: () -> Bool) async throws {
         let end = Date().addingTimeInterval(timeout)
         while !condition() {
             guard Date() < end else { throw TestFailure("timed out after \(timeout) s waiting for \(what)") }
-            usleep(2_000)
+            try await Task.sleep(for: .milliseconds(2))
         }
     }
 
-    @Test func connectionsAreReusedAboveTheWalkThresholdAndAfterTheUpstreamClosesThem() async throws {
+    @Test(arguments: [1, 2])
+    func connectionsAreReusedAboveTheWalkThresholdAndAfterTheUpstreamClosesThem(threads: Int) async throws {
         let server = try HeldAnswerServer()
         defer { server.stop() }
-        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"))
+        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"), threads: threads)
         engine.start()
-        let n = 150  // above the 64 transfers under which libcurl's search always runs
+        let n = 150 * threads  // above the 64 transfers per thread under which libcurl's search always runs
         try await Self.wave(engine, server, count: n)
         #expect(server.accepted == n, "one connection per concurrent request: \(server.accepted)")
         try await Self.wave(engine, server, count: n)
         #expect(server.accepted == n, "every request of the second wave reused an idle connection: \(server.accepted) accepted")
         try await Self.wave(engine, server, count: n, closing: true)
         #expect(server.accepted == n)
-        try server.until(open: 0)
+        try await server.until(open: 0)
         try await Self.wave(engine, server, count: n)
         #expect(server.accepted == 2 * n, "the closed connections were replaced once: \(server.accepted)")
         try await Self.wave(engine, server, count: n)
         #expect(server.accepted == 2 * n, "and the new ones are reused: \(server.accepted) accepted")
+        await engine.shutdown()
+    }
+
+    @Test func anAbortReachesTheThreadThatRunsTheTransfer() async throws {
+        let server = try HeldAnswerServer()
+        defer { server.stop() }
+        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"), threads: 3)
+        engine.start()
+        let tokens = (0..<6).map { _ in TransferToken() }
+        try await withThrowingTaskGroup(of: HTTPResult.self) { group in
+            for token in tokens {
+                group.addTask {
+                    await engine.perform(HTTPRequest(url: "http://127.0.0.1:\(server.port)/v1/chat/completions", body: Array("{}".utf8), timeout: 30),
+                                         decoder: Discard(), output: nil, token: token)
+                }
+            }
+            try await Self.until("6 requests to arrive, \(server.requests) did") { server.requests == 6 }
+            for token in tokens { engine.abort(token, reason: .cancelled) }
+            for try await r in group { #expect(r.aborted == .cancelled, "\(r)") }
+        }
+        server.answerHeld(closing: false)
         await engine.shutdown()
     }
 }
@@ -97,8 +120,8 @@ final class HeldAnswerServer: Sendable {
     func stop() { state.withLock { $0.stopped = true } }
 
     /// Waits until the server holds `open` connections (the client closes its side after the server closed its own).
-    func until(open: Int, timeout: Double = 30) throws {
-        try ConnectionReuseTests.until("\(open) open connections, \(state.withLock { $0.open }) now", timeout: timeout) {
+    func until(open: Int, timeout: Double = 30) async throws {
+        try await ConnectionReuseTests.until("\(open) open connections, \(state.withLock { $0.open }) now", timeout: timeout) {
             state.withLock { $0.open } == open
         }
     }

@@ -46,6 +46,37 @@ import Testing
         #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0)
     }
 
+    /// `http_threads: 3`: transfers spread over three lanes; every job's lines still arrive whole and in order,
+    /// and a cancel reaches the lane that runs the job's transfer.
+    @Test func jobsStreamInOrderAndCancelOverSeveralHTTPThreads() async throws {
+        let env = try TestEnvironment("lanes")
+        let config = try env.writeConfig(workers: 1, modes: ["chat": 64],
+                                         routes: ["fast": ["sim/sim:tokens=8,delay_ms=3"], "long": ["sim/sim:tokens=400,delay_ms=50"]],
+                                         extra: "http_threads: 3\n")
+        let events = try env.collector()
+        let farm = try env.start(["farm", "--config", config])
+        let redis = try env.client()
+        let ids = (0..<60).map { "lane-\($0)" }
+        for id in ids { try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: "fast")) }
+        let cancels = (0..<3).map { "lane-cancel-\($0)" }
+        for id in cancels { try redis.run("LPUSH", env.key("{chat}:queue"), TestEnvironment.chatJob(id: id, model: "long")) }
+        try events.wait(what: "the long jobs streaming") { seen in cancels.allSatisfy { (seen[$0]?.count ?? 0) >= 3 } }
+        for id in cancels {
+            try redis.run("SET", env.key("{\(id)}:cancel"), "1", "EX", "60")
+            try redis.run("PUBLISH", env.key("cancel"), id)
+        }
+        let all = try events.waitForTerminal(ids + cancels, timeout: 60)
+        for id in ids {
+            let seen = all[id] ?? []
+            #expect(seen.map(\.type) == ["start"] + Array(repeating: "chunk", count: 8) + ["done"], "\(id): \(seen)")
+            #expect(seen.map(\.seq) == Array(0...9).map { Optional($0) }, "\(id)")
+        }
+        for id in cancels { #expect(all[id]?.last?["code"] == "cancelled", "\(id): \(all[id] ?? [])") }
+        #expect(events.partialPayloads == 0)
+        farm.signal(SIGTERM)
+        #expect(ChildProcess.exitCode(try await env.waitExit(farm)) == 0)
+    }
+
     @Test func completeAndEmbedModes() async throws {
         let env = try TestEnvironment("modes")
         let config = try env.writeConfig(workers: 1)

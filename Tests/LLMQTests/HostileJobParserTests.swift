@@ -307,6 +307,7 @@ import Testing
         ("restart_backoff_s: 0", "restart_backoff_s must be"),
         ("delayed_batch: 0", "delayed_batch must be from 1 to 10000"),
         ("lease_ttl_s: 0.5", "lease_ttl_s must be a number from 1 to 300"),
+        ("http_threads: 0", "http_threads must be from 1 to 16"),
         ("tracing: {timeout_s: .inf}", "tracing.timeout_s must be"),
         ("providers: {o: {kind: ollama, timeout_s: -1}}", "providers.o.timeout_s must be"),
         ("providers: {o: {kind: ollama, connect_timeout_s: .nan}}", "providers.o.connect_timeout_s must be"),
@@ -326,12 +327,12 @@ import Testing
     }
 
     @Test func newSettingsHaveDefaultsAndAreRead() throws {
-        #expect(FarmConfig().delayedBatch == 100 && FarmConfig().leaseTTLS == 5)
+        #expect(FarmConfig().delayedBatch == 100 && FarmConfig().leaseTTLS == 5 && FarmConfig().httpThreads == 1)
         let path = NSTemporaryDirectory() + "llmq-range-\(UUID().uuidString).yaml"
-        try "delayed_batch: 500\nlease_ttl_s: 12.5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try "delayed_batch: 500\nlease_ttl_s: 12.5\nhttp_threads: 2\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let c = try ConfigLoader.load(path: path, environment: [:])
-        #expect(c.delayedBatch == 500 && c.leaseTTLS == 12.5)
+        #expect(c.delayedBatch == 500 && c.leaseTTLS == 12.5 && c.httpThreads == 2)
     }
 }
 

@@ -67,6 +67,7 @@ public enum ConfigLoader {
         try check.double("restart_backoff_s", c.restartBackoffS, 0.001...3600, unit: "seconds")
         try check.atLeast("restart_backoff_max_s", c.restartBackoffMaxS, "restart_backoff_s", c.restartBackoffS, max: 86_400)
         try check.int("delayed_batch", c.delayedBatch, 1...10_000)
+        try check.int("http_threads", c.httpThreads, 1...16)
         try check.double("lease_ttl_s", c.leaseTTLS, 1...300, unit: "seconds")
         guard !c.prefix.isEmpty, !c.prefix.contains(where: { $0 == "{" || $0 == "}" || $0 == " " }) else {
             throw bad("prefix", "must be non-empty without braces or spaces, got \"\(c.prefix)\"")

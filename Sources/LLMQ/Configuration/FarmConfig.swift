@@ -37,6 +37,8 @@ public struct FarmConfig: Sendable, Codable, Equatable {
     public var delayedBatch: Int = 100
     /// Seconds a worker's lease (heartbeat) lives without renewal before other workers reap its jobs (1-300).
     public var leaseTTLS: Double = 5
+    /// Threads of each worker's HTTP engine (1-16): more start a burst of thousands of new streams faster, given cores.
+    public var httpThreads: Int = 1
     public var gateway: GatewayConfig = GatewayConfig()
     /// `embed_cache` of the routes written as `{targets, embed_cache}`, by route name.
     public var routeEmbedCaches: [String: EmbedCacheConfig] = [:]
@@ -75,6 +77,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         case tracing, gateway
         case delayedBatch = "delayed_batch"
         case leaseTTLS = "lease_ttl_s"
+        case httpThreads = "http_threads"
         case durability
         case tenants
         case tenantDefault = "tenant_default"
@@ -109,6 +112,7 @@ public struct FarmConfig: Sendable, Codable, Equatable {
         tracing = try c.decodeIfPresent(TracingConfig.self, forKey: .tracing) ?? d.tracing
         delayedBatch = try c.decodeIfPresent(Int.self, forKey: .delayedBatch) ?? d.delayedBatch
         leaseTTLS = try c.decodeIfPresent(Double.self, forKey: .leaseTTLS) ?? d.leaseTTLS
+        httpThreads = try c.decodeIfPresent(Int.self, forKey: .httpThreads) ?? d.httpThreads
         gateway = try c.decodeIfPresent(GatewayConfig.self, forKey: .gateway) ?? d.gateway
         durability = try c.decodeIfPresent(String.self, forKey: .durability) ?? d.durability
         tenants = try c.decodeIfPresent([String: TenantConfig].self, forKey: .tenants) ?? d.tenants

@@ -174,6 +174,8 @@ final class Transfer: @unchecked Sendable {
 public final class TransferToken: Sendable {
     /// Set by the first abort, so one that arrives before the engine took the transfer is not lost.
     let abortReason = Mutex<HTTPResult.Abort?>(nil)
+    /// The engine lane of its latest transfer, where an abort goes.
+    let lane = Atomic<Int>(0)
 
     public init() {}
 }
