@@ -99,20 +99,7 @@ final class HeldAnswerServer: Sendable {
     var requests: Int { state.withLock { $0.requests } }
 
     init() throws {
-        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, len) == 0 && listen(sock, 1024) == 0 && getsockname(sock, $0, &len) == 0 }
-        }
-        guard bound else {
-            close(sock)
-            throw TestFailure("cannot listen on loopback: errno \(errno)")
-        }
-        listener = sock
-        port = Int(UInt16(bigEndian: addr.sin_port))
+        (listener, port) = try LoopbackListener.open(backlog: 1024)
         Thread { [self] in serve() }.start()
     }
 

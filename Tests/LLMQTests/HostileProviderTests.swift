@@ -233,21 +233,9 @@ final class CannedServer: @unchecked Sendable {  // fd and port are set before t
     private let fd: Int32
 
     init(response: [UInt8]) throws {
-        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, len) == 0 && listen(sock, 4) == 0 && getsockname(sock, $0, &len) == 0 }
-        }
-        guard bound else {
-            close(sock)
-            throw TestFailure("cannot listen on loopback: errno \(errno)")
-        }
-        fd = sock
-        port = Int(UInt16(bigEndian: addr.sin_port))
-        let listener = sock
+        let (listener, port) = try LoopbackListener.open(backlog: 4)
+        fd = listener
+        self.port = port
         Thread {
             let c = accept(listener, nil, nil)
             guard c >= 0 else { return }
