@@ -1,5 +1,5 @@
 """Appends one `make bench` run (run.sh's output directory) to BENCHMARKS.md: record.py OUT_DIR BENCHMARKS.md"""
-import datetime, json, os, platform, subprocess, sys
+import datetime, json, os, platform, statistics, subprocess, sys
 
 out, md = sys.argv[1:3]
 
@@ -62,11 +62,25 @@ paced = ("overhead", "overhead_c", "paced1k", "paced10k", "paced1k_c", "paced10k
 c_upstream = lambda name: name.endswith("_c") or name.endswith("_c2")
 two_threads = lambda name: name.endswith("_c2")
 env_of = lambda name: ("LLMQ_BENCH_UPSTREAM=c " if c_upstream(name) else "") + ("LLMQ_BENCH_HTTP_THREADS=2 " if two_threads(name) else "")
+
+
+def median_row(rows):
+    """One row from several runs of one step: each figure the median over the runs, jobs done summed."""
+    if len(rows) == 1:
+        return rows[0]
+    runs = [r["run"] or {} for r in rows]
+    m = {k: statistics.median(x[k] for x in runs if k in x) for k in runs[0] if isinstance(runs[0][k], float)}
+    m["done"], m["jobs"] = sum(x.get("done", 0) for x in runs), sum(x.get("jobs", 0) for x in runs)
+    return dict(rows[0], run=m, rss_peak_mb=statistics.median(r["rss_peak_mb"] for r in rows), runs=len(rows))
+
+
 over = []
 for name in paced:
+    by_who = {}
     for d in lines_of(name):
         if "who" in d and "run" in d:
-            over.append((name, d))
+            by_who.setdefault(d["who"], []).append(d)
+    over += [(name, median_row(rows)) for rows in by_who.values()]
 if over:
     text += ["What the farm adds (paced upstream stamping each token with the clock; pickup = LPUSH to the upstream having the request, "
              "token lag = the upstream wrote a token to a subscriber having its line). Commands:\n"]
@@ -82,6 +96,7 @@ if over:
         m = r["run"] or {}
         g = lambda k: m.get(k, float("nan"))
         model = r["model"] + (" (C upstream, 2 HTTP threads)" if two_threads(name) else " (C upstream)" if c_upstream(name) else "")
+        model += f", median of {r['runs']} runs" if r.get("runs") else ""
         text.append(f"| {r['who']} | {model} | {r['concurrency']} | {m.get('done')}/{m.get('jobs')} | "
                     f"{g('pickup_ms_p50'):.2f} / {g('pickup_ms_p99'):.2f} | {g('token_lag_ms_p50'):.2f} / {g('token_lag_ms_p99'):.2f} | "
                     f"{g('added_ttft_ms_p50'):.2f} / {g('added_ttft_ms_p99'):.2f} | {r['rss_peak_mb']} |")

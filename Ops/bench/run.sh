@@ -4,7 +4,7 @@
 #   1. streaming throughput: 100-token jobs, burst and closed loop (compare.sh);
 #   2. short jobs: 1-token jobs, burst (compare.sh -t 1);
 #   3. what the farm adds: pickup, token lag and added TTFT at C=32 with 2 workers, peer beside it;
-#   4. one worker with many paced streams (1,000 and 10,000), the farm alone;
+#   4. one worker with many paced streams (1,000 and 10,000), the farm alone, LLMQ_BENCH_REPEAT times (3);
 #   5. steps 3 and 4 again with the C paced upstream (Ops/bench/ts_upstream.c, LLMQ_BENCH_UPSTREAM=c),
 #      since at 10,000 new connections the node one spends a core of its own; and the 10,000 run
 #      once more with `http_threads: 2` (LLMQ_BENCH_HTTP_THREADS).
@@ -26,13 +26,25 @@ step() {  # NAME COMMAND...
   "$@" 2>&1 | tee "$out/$name.out"
   printf '%s\n' "$*" > "$out/$name.cmd"
 }
+# The farm-only runs, which vary most from run to run here, REPEAT times (record.py keeps the medians).
+repeat=${LLMQ_BENCH_REPEAT:-3}
+[ -n "$quick" ] && repeat=1
+repeated() {  # NAME COMMAND...
+  local name=$1; shift
+  : > "$out/$name.out"
+  for i in $(seq "$repeat"); do
+    echo "running ($i of $repeat): $*"
+    "$@" 2>&1 | tee -a "$out/$name.out"
+  done
+  printf '%s\n' "$*" > "$out/$name.cmd"
+}
 step stream "$bench/compare.sh" -- "$here/farm.sh" {redis} {upstream}
 step short "$bench/compare.sh" -t 1 -j "$short_jobs" -- "$here/farm.sh" {redis} {upstream}
 step overhead "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
-LLMQ_BENCH_CONCURRENCY=$many step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_CONCURRENCY=$many step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many repeated paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many repeated paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 LLMQ_BENCH_UPSTREAM=c step overhead_c "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
-LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_HTTP_THREADS=2 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many step paced10k_c2 "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_HTTP_THREADS=2 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced10k_c2 "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"

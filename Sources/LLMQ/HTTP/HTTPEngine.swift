@@ -10,7 +10,7 @@ public final class HTTPEngine: Sendable {
     private let turn = Atomic<Int>(0)
 
     /// `connections`: upstream connections each lane keeps open, busy or idle; the most transfers that run at once.
-    /// `threads`: lanes. One thread starts about 5,000 new streams a second on a loopback upstream here;
+    /// `threads`: lanes. One thread starts about 3,000 new streams a second on a loopback upstream (2-core machine);
     /// a second one helps a burst of thousands only with a core to spare.
     public init(sink: OutputSink?, logger: Logger, connections: Int = 256, threads: Int = 1) {
         let n = max(1, threads)
