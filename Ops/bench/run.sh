@@ -20,20 +20,14 @@ short_jobs=20000 many=10000
 [ -n "$quick" ] && short_jobs=5000 many=2000
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-step() {  # NAME COMMAND...
-  local name=$1; shift
-  echo "running: $*"
-  "$@" 2>&1 | tee "$out/$name.out"
-  printf '%s\n' "$*" > "$out/$name.cmd"
-}
-# The farm-only runs, which vary most from run to run here, REPEAT times (record.py keeps the medians).
+# The farm-only runs, which vary most from run to run here, run REPEAT times (record.py keeps the medians).
 repeat=${LLMQ_BENCH_REPEAT:-3}
 [ -n "$quick" ] && repeat=1
-repeated() {  # NAME COMMAND...
-  local name=$1; shift
+step() {  # NAME COMMAND...   (REPEAT=n: n runs into the same output)
+  local name=$1 times=${REPEAT:-1}; shift
   : > "$out/$name.out"
-  for i in $(seq "$repeat"); do
-    echo "running ($i of $repeat): $*"
+  for i in $(seq "$times"); do
+    echo "running ($i of $times): $*"
     "$@" 2>&1 | tee -a "$out/$name.out"
   done
   printf '%s\n' "$*" > "$out/$name.cmd"
@@ -41,10 +35,10 @@ repeated() {  # NAME COMMAND...
 step stream "$bench/compare.sh" -- "$here/farm.sh" {redis} {upstream}
 step short "$bench/compare.sh" -t 1 -j "$short_jobs" -- "$here/farm.sh" {redis} {upstream}
 step overhead "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
-LLMQ_BENCH_CONCURRENCY=$many repeated paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_CONCURRENCY=$many repeated paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many REPEAT=$repeat step paced1k "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_CONCURRENCY=$many REPEAT=$repeat step paced10k "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 LLMQ_BENCH_UPSTREAM=c step overhead_c "$here/overhead.sh" "$bench" -c 32 -- "$here/farm.sh" {redis} {upstream}
-LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
-LLMQ_BENCH_HTTP_THREADS=2 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many repeated paced10k_c2 "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many REPEAT=$repeat step paced1k_c "$here/overhead.sh" "$bench" -P -m ts-20-100-50 -c 1000 -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many REPEAT=$repeat step paced10k_c "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
+LLMQ_BENCH_HTTP_THREADS=2 LLMQ_BENCH_UPSTREAM=c LLMQ_BENCH_CONCURRENCY=$many REPEAT=$repeat step paced10k_c2 "$here/overhead.sh" "$bench" -P -m ts-10-1000-50 -c "$many" -n 1 -- "$here/farm.sh" {redis} {upstream} 1
 python3 "$here/record.py" "$out" "$root/BENCHMARKS.md"

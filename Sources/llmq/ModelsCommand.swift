@@ -16,7 +16,7 @@ struct ModelsCommand: AsyncParsableCommand {
         let config = try options.load()
         let logger = Logger(label: "llmq.models")
         let registry = try ProviderRegistry(config: config, logger: logger)
-        let engine = HTTPEngine(sink: nil, logger: logger)
+        let engine = HTTPEngine(sink: nil)
         engine.start()
         let models: Result<[String], LLMQError>
         do {

@@ -42,7 +42,7 @@ import Testing
     func connectionsAreReusedAboveTheWalkThresholdAndAfterTheUpstreamClosesThem(threads: Int) async throws {
         let server = try HeldAnswerServer()
         defer { server.stop() }
-        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"), threads: threads)
+        let engine = HTTPEngine(sink: nil, threads: threads)
         engine.start()
         let n = 150 * threads  // above the 64 transfers per thread under which libcurl's search always runs
         try await Self.wave(engine, server, count: n)
@@ -62,7 +62,7 @@ import Testing
     @Test func anAbortReachesTheThreadThatRunsTheTransfer() async throws {
         let server = try HeldAnswerServer()
         defer { server.stop() }
-        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"), threads: 3)
+        let engine = HTTPEngine(sink: nil, threads: 3)
         engine.start()
         let tokens = (0..<6).map { _ in TransferToken() }
         try await withThrowingTaskGroup(of: HTTPResult.self) { group in

@@ -350,7 +350,7 @@ extension [Event] {
         let f = try ProviderFarm("prov-models")
         let config = try ConfigLoader.load(path: try f.config(), environment: [:])
         let registry = try ProviderRegistry(config: config, environment: [:])
-        let engine = HTTPEngine(sink: nil, logger: .init(label: "test"))
+        let engine = HTTPEngine(sink: nil)
         engine.start()
         for p in ["openai", "vllm", "anthropic", "gemini", "cohere", "ollama"] {
             let names = try await registry.models(of: p, engine: engine)

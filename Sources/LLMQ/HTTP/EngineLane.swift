@@ -1,7 +1,6 @@
 import CCurl
 import CCurlShim
 import Foundation
-import Logging
 import Synchronization
 
 /// One thread of the HTTP engine: drives its share of a worker's upstream transfers with its own
@@ -22,16 +21,14 @@ final class EngineLane: Sendable {
     private let multi: CurlMulti
     private let poller = SocketPoller()
     private let sink: OutputSink?
-    private let logger: Logger
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let stopped = Mutex(false)
 
     private let name: String
 
-    init(sink: OutputSink?, logger: Logger, connections: Int, name: String) {
+    init(sink: OutputSink?, connections: Int, name: String) {
         multi = CurlMulti(connections: max(64, connections))
         self.sink = sink
-        self.logger = logger
         self.name = name
     }
 
@@ -175,8 +172,7 @@ final class EngineLane: Sendable {
             for t in completed {
                 if let e = t.easy {
                     curl_multi_remove_handle(multi.handle, e.handle)
-                    t.origin?.transfers -= 1
-                    t.origin = nil
+                    state.leave(t)
                     e.reset()
                     if spare.count < 256 { spare.append(e) }
                     t.easy = nil

@@ -1,4 +1,3 @@
-import Logging
 import Synchronization
 
 /// Drives every upstream transfer of a worker process on `threads` threads of its own (lanes),
@@ -12,10 +11,10 @@ public final class HTTPEngine: Sendable {
     /// `connections`: upstream connections each lane keeps open, busy or idle; the most transfers that run at once.
     /// `threads`: lanes. One thread starts about 3,000 new streams a second on a loopback upstream (2-core machine);
     /// a second one helps a burst of thousands only with a core to spare.
-    public init(sink: OutputSink?, logger: Logger, connections: Int = 256, threads: Int = 1) {
+    public init(sink: OutputSink?, connections: Int = 256, threads: Int = 1) {
         let n = max(1, threads)
         lanes = (0..<n).map { i in
-            EngineLane(sink: sink, logger: logger, connections: connections, name: n == 1 ? "llmq-http" : "llmq-http-\(i)")
+            EngineLane(sink: sink, connections: connections, name: n == 1 ? "llmq-http" : "llmq-http-\(i)")
         }
     }
 
@@ -39,6 +38,6 @@ public final class HTTPEngine: Sendable {
 
     /// Cuts a running transfer; its `perform` returns with `aborted` set.
     public func abort(_ token: TransferToken, reason: HTTPResult.Abort) {
-        lanes[token.lane.load(ordering: .relaxed)].abort(token, reason: reason)
+        lanes[token.lane.load(ordering: .relaxed) % lanes.count].abort(token, reason: reason)
     }
 }

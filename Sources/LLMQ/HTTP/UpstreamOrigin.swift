@@ -57,4 +57,10 @@ extension EngineLoop {
         origin.transfers += 1
         transfer.origin = origin
     }
+
+    /// Uncounts `transfer`, which libcurl no longer has.
+    func leave(_ transfer: Transfer) {
+        transfer.origin?.transfers -= 1
+        transfer.origin = nil
+    }
 }

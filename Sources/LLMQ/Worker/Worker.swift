@@ -42,7 +42,7 @@ public final class Worker: Service {
         let publisher = EventPublisher(url: url, lease: lease, logger: logger)
         try publisher.start()
         // Every permit's transfer can hold a connection; a few more for the provider calls of operations.
-        let engine = HTTPEngine(sink: publisher, logger: logger, connections: config.modes.values.reduce(16) { $0 + $1.concurrency },
+        let engine = HTTPEngine(sink: publisher, connections: config.modes.values.reduce(16) { $0 + $1.concurrency },
                                 threads: config.httpThreads)
         engine.start()
         try recoverOrphans()
